@@ -1,0 +1,1 @@
+"""Objective metrics: codec reconstruction now, continuation quality later."""

@@ -1,0 +1,1 @@
+"""Tokenizers: the acoustic codec (EnCodec or our small codec) and the semantic tokenizer."""
