@@ -27,20 +27,52 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
     p = data.add_parser("piano", help="render the music21 corpus to piano audio (24 kHz mono)")
     p.add_argument("out", type=Path, help="output folder (audio files + manifest.json)")
+    p.add_argument("--limit", type=int, help="render at most N pieces (a fixed, varied sample)")
+    p.add_argument("--composers", help="comma-separated corpus folders, e.g. bach,mozart")
+    p.add_argument("--soundfont", type=Path, default=Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"))
+    p.add_argument("--timeout-s", type=float, default=600.0, help="give up on a piece after")
+    _add_data_common(p)
     p.set_defaults(func=_run_data_piano)
 
     p = data.add_parser("folder", help="segment and resample a folder of your own audio")
     p.add_argument("src", type=Path, help="folder of WAV/FLAC/OGG files (searched recursively)")
     p.add_argument("out", type=Path, help="output folder (audio files + manifest.json)")
+    _add_data_common(p)
     p.set_defaults(func=_run_data_folder)
 
 
+def _add_data_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample-rate", type=int, default=24000, help="Hz (default 24000)")
+    p.add_argument("--segment-seconds", type=float, default=30.0, help="longest segment")
+    p.add_argument("--jobs", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("--max-hours", type=float, help="stop starting pieces after this much audio")
+
+
+def _data_common(args: argparse.Namespace) -> dict:
+    """render_corpus / prepare_folder keyword arguments shared by both data commands."""
+    import os
+
+    from continuo.server.data.segments import SegmentConfig
+
+    config = SegmentConfig(sample_rate=args.sample_rate, segment_seconds=args.segment_seconds)
+    return {"config": config, "jobs": args.jobs or os.cpu_count() or 1,
+            "max_hours": args.max_hours}
+
+
 def _run_data_piano(args: argparse.Namespace) -> None:
-    raise NotImplementedError("continuo data piano")
+    from continuo.server.data.piano import render_corpus
+
+    composers = args.composers.split(",") if args.composers else None
+    render_corpus(
+        args.out, composers=composers, limit=args.limit, soundfont=args.soundfont,
+        timeout_s=args.timeout_s, **_data_common(args),
+    )
 
 
 def _run_data_folder(args: argparse.Namespace) -> None:
-    raise NotImplementedError("continuo data folder")
+    from continuo.server.data.folder import prepare_folder
+
+    prepare_folder(args.src, args.out, **_data_common(args))
 
 
 # --- continuo train -----------------------------------------------------------------------------
@@ -52,19 +84,79 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     p = tsub.add_parser("codec", help="train the small codec on a data folder (resumes)")
     p.add_argument("data", type=Path, help="data folder with manifest.json")
+    p.add_argument("--out", type=Path, required=True,
+                   help="run folder: checkpoint/ (resumed from), best/ (the codec), tb/ (logs)")
+    p.add_argument("--decoder", choices=("istft", "seanet"), default="istft",
+                   help="decoder of a new run (default istft, the measured winner)")
+    p.add_argument("--frame-rate", type=int, choices=(75, 50), default=75,
+                   help="codec frame rate of a new run, Hz (default 75)")
+    p.add_argument("--n-filters", type=int, default=16, help="SEANet width of a new run")
+    p.add_argument("--steps", type=int, help="total steps over all sittings (default: no limit)")
+    p.add_argument("--minutes", type=float, help="stop this sitting after this many minutes")
+    p.add_argument("--batch-size", type=int, default=8, help="crops per step (default 8)")
+    p.add_argument("--crop-seconds", type=float, default=1.0, help="crop length (default 1.0)")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
+    p.add_argument("--warmup-steps", type=int, default=300,
+                   help="steps with the quantiser bypassed before its k-means init (default 300)")
+    p.add_argument("--discriminator", action="store_true",
+                   help="add the multi-scale STFT discriminator (adversarial + feature losses)")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
+    p.add_argument("--eval-clips", type=int, default=20, help="held-out clips (10 s each)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
     p.set_defaults(func=_run_train_codec)
 
     p = tsub.add_parser("semantic", help="fit the semantic tokenizer's k-means on a data folder")
     p.add_argument("data", type=Path, help="data folder with manifest.json")
+    p.add_argument("--out", type=Path, required=True, help="tokenizer folder to write")
+    p.add_argument("--clusters", type=int, default=512, help="k-means clusters (default 512)")
+    p.add_argument("--extractor", choices=("music", "hubert"), default="music",
+                   help="built-in music features (default) or a local HuBERT/MERT-style model")
+    p.add_argument("--hubert-dir", type=Path, help="HuBERT folder (save_pretrained), local only")
+    p.add_argument("--layer", type=int, default=7, help="HuBERT hidden layer (default 7)")
+    p.add_argument("--pool", type=int, default=2, help="HuBERT frames averaged (2: 50 → 25 Hz)")
+    p.add_argument("--max-hours", type=float, help="use at most this much train audio")
+    p.add_argument("--seed", type=int, default=0, help="item order and k-means seed")
     p.set_defaults(func=_run_train_semantic)
 
 
 def _run_train_codec(args: argparse.Namespace) -> None:
-    raise NotImplementedError("continuo train codec")
+    from continuo.server.tokenizers.small_codec import SmallCodecConfig
+    from continuo.server.training.codec_trainer import CodecTrainConfig, train_codec
+
+    model = SmallCodecConfig.for_frame_rate(args.frame_rate, decoder=args.decoder,
+                                            n_filters=args.n_filters)
+    config = CodecTrainConfig(
+        steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
+        crop_seconds=args.crop_seconds, learning_rate=args.lr, warmup_steps=args.warmup_steps,
+        discriminator=args.discriminator, eval_every=args.eval_every,
+        eval_clips=args.eval_clips, device=args.device,
+    )
+    summary = train_codec(args.data, args.out, model, config)
+    print(f"stopped by {summary.stopped_by} at step {summary.step} (this sitting from "
+          f"{summary.start_step}); checkpoint {args.out / 'checkpoint'}")
+    if summary.last_eval:
+        for label, metrics in summary.last_eval.items():
+            print(f"  {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    if summary.best_metric is not None:
+        print(f"best codec (SI-SDR {summary.best_metric:.2f} dB): {args.out / 'best'}")
 
 
 def _run_train_semantic(args: argparse.Namespace) -> None:
-    raise NotImplementedError("continuo train semantic")
+    from continuo.server.errors import ConfigError
+    from continuo.server.tokenizers.features import HubertFeatures, MusicFeatures
+    from continuo.server.training.semantic import format_report, train_semantic
+
+    if args.extractor == "hubert":
+        if args.hubert_dir is None:
+            raise ConfigError("--extractor hubert needs --hubert-dir (a local model folder)")
+        extractor = HubertFeatures(args.hubert_dir, layer=args.layer, pool=args.pool)
+    else:
+        extractor = MusicFeatures()
+    report = train_semantic(
+        args.data, args.out, extractor, n_clusters=args.clusters, max_hours=args.max_hours,
+        seed=args.seed,
+    )
+    print(format_report(report))
 
 
 # --- entry point --------------------------------------------------------------------------------
