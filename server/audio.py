@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
 from continuo.server.errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)

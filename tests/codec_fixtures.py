@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from audio_fixtures import tone
+
 from continuo.server.tokenizers._encodec import EncodecModel
 from continuo.server.tokenizers.codec import EncodedAudio, build_encodec_model
 from continuo.server.tokenizers.streaming import StreamingDecoder

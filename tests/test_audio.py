@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from audio_fixtures import tone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from continuo.server.audio import (
     Audio,
     check_samples,
@@ -26,8 +29,6 @@ from continuo.server.audio import (
     write_audio,
 )
 from continuo.server.errors import AudioError, ConfigError
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 SR = 24000
 

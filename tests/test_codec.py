@@ -16,6 +16,7 @@ import pytest
 import torch
 from audio_fixtures import progression_notes, render_piano, tone
 from codec_fixtures import seam_error, seeded_encodec_model, stream_decode, two_tones
+
 from continuo.server.errors import AudioError, CheckpointError, ConfigError
 from continuo.server.tokenizers._encodec import EncodecModel
 from continuo.server.tokenizers.codec import (

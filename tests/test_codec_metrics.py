@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from audio_fixtures import progression_notes, render_piano, tone
+
 from continuo.server.evaluation.codec_metrics import (
     chroma_agreement,
     codec_metrics,

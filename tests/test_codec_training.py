@@ -18,12 +18,13 @@ import pytest
 import soundfile as sf
 import torch
 from audio_fixtures import progression_notes, render_piano, tone
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_small_codec import tiny_config
+
 from continuo.server.errors import DataError
 from continuo.server.tokenizers.small_codec import SmallCodec, SmallCodecConfig
 from continuo.server.training.checkpoint import load_training_checkpoint
 from continuo.server.training.codec_trainer import CodecTrainConfig, train_codec
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_small_codec import tiny_config
 
 SR = 24000
 TINY = tiny_config()  # hop 32 (750 Hz), 4 codebooks of 32

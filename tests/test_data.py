@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from audio_fixtures import needs_fluidsynth, tone
+
 from continuo.server.cli import main
 from continuo.server.data.folder import prepare_folder
 from continuo.server.data.manifest import (
@@ -305,6 +306,7 @@ def test_piano_plays_through_repeats_music21_cannot_expand(tmp_path: Path) -> No
 
 
 @pytest.mark.needs_fluidsynth
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # 1st alarm
 def test_piano_timeout_is_a_counted_failure(tmp_path: Path) -> None:
     from continuo.server.data.piano import render_corpus
 

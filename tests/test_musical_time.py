@@ -7,6 +7,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from continuo.server.errors import ConfigError
 from continuo.server.musical_time import (
     MAX_BARS,
@@ -18,8 +21,6 @@ from continuo.server.musical_time import (
     samples_to_beats,
     span_samples,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SAMPLE_RATES = [8000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 192000]
 

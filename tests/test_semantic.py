@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import soxr
 from audio_fixtures import progression_notes, render_piano, tone
+
 from continuo.server.cli import main
 from continuo.server.errors import AudioError, CheckpointError, ConfigError, DataError
 from continuo.server.tokenizers.features import build_extractor

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 from audio_fixtures import progression_notes, render_piano
+
 from continuo.server.errors import AudioError, CheckpointError, ConfigError
 from continuo.server.tokenizers._encodec import encodec
 from continuo.server.tokenizers.codec import AcousticCodec, EncodedAudio

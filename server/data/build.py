@@ -19,10 +19,11 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tqdm import tqdm
+
 from continuo.server.data.manifest import Manifest, make_manifest, write_manifest
 from continuo.server.data.progress import PieceResult, ProgressLog, folder_lock
 from continuo.server.errors import DataError
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from continuo.server.audio import load_audio
 from continuo.server.data.build import build_dataset
 from continuo.server.data.manifest import Manifest, ManifestItem
@@ -49,6 +50,7 @@ FORMATS: tuple[str, ...] = (".mxl", ".xml", ".musicxml", ".krn", ".abc")
 NOT_MUSIC: frozenset[str] = frozenset({"demos", "theoryExercises"})
 SYNTH_GAIN = 0.6
 MAX_PIECE_S = 6 * 3600.0  # longest rendering accepted (one whole opus of tunes)
+_REARM_S = 0.05  # a swallowed timeout fires again after this
 
 
 @dataclass(frozen=True)
@@ -332,12 +334,20 @@ def _deadline(seconds: float) -> Iterator[None]:
         return
 
     def _expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"took longer than {seconds:.0f} s")
+        # The exception may land where Python swallows it (a gc callback, a __del__): fire
+        # again shortly, until the deadline's context is left.
+        signal.setitimer(signal.ITIMER_REAL, _REARM_S)
+        raise TimeoutError(f"took longer than {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, _expire)
     try:
         signal.setitimer(signal.ITIMER_REAL, seconds)
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        while True:  # a re-armed alarm may fire while we disarm it: disarm again
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+                break
+            except TimeoutError:
+                continue

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from continuo.server.audio import write_audio
 from continuo.server.data.manifest import SPLITS, ManifestItem
 from continuo.server.errors import ConfigError

@@ -21,6 +21,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 import torch
+
 from continuo.server.audio import load_audio
 from continuo.server.tokenizers.codec import AcousticCodec, EncodedAudio
 

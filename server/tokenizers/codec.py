@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
+
 from continuo.server.errors import AudioError, CheckpointError, ConfigError
 from continuo.server.tokenizers._encodec import EncodecModel, encodec
 

@@ -27,6 +27,7 @@ import librosa
 import numpy as np
 import scipy.fft
 import torch
+
 from continuo.server.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,10 @@ import logging
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from continuo.server.errors import ConfigError
 from continuo.server.tokenizers._encodec import encodec
-from torch import nn
 
 _core_vq = encodec.quantization.core_vq
 log = logging.getLogger(__name__)

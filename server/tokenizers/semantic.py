@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+from sklearn.cluster import MiniBatchKMeans
+
 from continuo.server.audio import check_samples, resample
 from continuo.server.errors import AudioError, CheckpointError, ConfigError, DataError
 from continuo.server.tokenizers.features import (
@@ -30,9 +34,6 @@ from continuo.server.tokenizers.features import (
     MusicFeatures,
     build_extractor,
 )
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
-from sklearn.cluster import MiniBatchKMeans
 
 __all__ = [
     "FeatureExtractor",

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from continuo.server.errors import AudioError, CheckpointError, ConfigError
 from continuo.server.tokenizers._encodec import SEANetDecoder, SEANetEncoder
 from continuo.server.tokenizers.codec import EncodedAudio
 from continuo.server.tokenizers.istft_head import ISTFTDecoder
 from continuo.server.tokenizers.quantizer import QuantizerConfig, ResidualQuantizer
 from continuo.server.training.checkpoint import load_model_folder, save_model_folder
-from torch import nn
 
 KIND = "small_codec"
 DECODERS = ("istft", "seanet")

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+
 from continuo.server.errors import ConfigError
 from continuo.server.tokenizers.codec import AcousticCodec, EncodedAudio
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
+
 from continuo.server.errors import CheckpointError
 
 WEIGHTS_NAME = "model.safetensors"

@@ -28,6 +28,9 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
 from continuo.server.data.manifest import ManifestItem, load_manifest
 from continuo.server.errors import ConfigError, DataError
 from continuo.server.evaluation.codec_metrics import bandwidth_label, evaluate_codec
@@ -45,8 +48,6 @@ from continuo.server.training.checkpoint import (
     load_training_checkpoint,
     save_training_checkpoint,
 )
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 BEST_METRIC = "si_sdr_db"  # at the top bandwidth; higher is better

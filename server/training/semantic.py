@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+
 from continuo.server.audio import load_audio
 from continuo.server.data.manifest import ManifestItem, load_manifest
 from continuo.server.errors import AudioError, ConfigError, DataError
 from continuo.server.tokenizers.features import FeatureExtractor
 from continuo.server.tokenizers.semantic import SemanticTokenizer, TokenStats, token_stats
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from audio_fixtures import needs_fluidsynth
+
 from continuo.server.data.piano import render_corpus
 
 PIECES = 24

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from audio_fixtures import progression_notes, render_piano
 from codec_fixtures import seam_error, seeded_encodec_model, stream_decode
+
 from continuo.server.errors import CheckpointError
 from continuo.server.tokenizers.codec import EncodecCodec
 from continuo.server.tokenizers.streaming import StreamingConfig, StreamingDecoder
