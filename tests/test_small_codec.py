@@ -190,3 +190,29 @@ def test_dead_codes_are_replaced_after_the_ema_update() -> None:
     assert _usage_after_shift(ours) >= 56
     # encodec 0.1.1 writes replacements to `embed` only, and its EMA step overwrites them.
     assert _usage_after_shift(theirs) < 32
+
+
+def test_streaming_decode_with_lookahead_matches_whole_decode() -> None:
+    """The inverse-STFT head's convolutions look ahead: streaming needs `lookahead_frames`.
+
+    Without lookahead the seams are wrong (this is what makes the test able to fail); with 8
+    frames of lookahead (107 ms at 75 Hz) chunked decoding matches decoding the whole stream.
+    """
+    from codec_fixtures import seam_error, stream_decode
+
+    from continuo.server.tokenizers.streaming import StreamingConfig, StreamingDecoder
+
+    codec = SmallCodec.from_config(SmallCodecConfig())
+    audio = torch.from_numpy(render_piano(progression_notes()))[None, None]
+    with torch.no_grad():  # codebooks from this clip's latents, so codes follow the audio
+        latents = codec.model.encode_latents(audio / audio.pow(2).mean().sqrt())[0].T
+        codec.model.init_quantizer(latents.repeat(4, 1) + 0.01 * torch.randn(4 * len(latents), 128))
+    encoded = codec.encode(audio)
+    whole = codec.decode(encoded)
+    errors = {}
+    for lookahead in (0, 8):
+        decoder = StreamingDecoder(codec, StreamingConfig(32, 1, lookahead))
+        streamed, seams = stream_decode(decoder, encoded, [37])
+        errors[lookahead] = seam_error(streamed, seams, whole, codec.hop_length)
+    assert errors[0][0] > 0.05  # max |err| / peak near seams without lookahead
+    assert errors[8][0] < 1e-3 and errors[8][1] < 1e-4
