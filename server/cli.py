@@ -7,6 +7,7 @@ modules (torch, librosa, music21) are imported inside the runner so `continuo --
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -159,6 +160,83 @@ def _run_train_semantic(args: argparse.Namespace) -> None:
     print(format_report(report))
 
 
+# --- continuo codec / demo ---------------------------------------------------------------------
+
+
+def _add_codec(sub: argparse._SubParsersAction) -> None:
+    csub = sub.add_parser("codec", help="use or evaluate a codec").add_subparsers(
+        dest="codec_cmd", required=True
+    )
+    spec_help = "encodec_24khz, encodec_48khz or a small-codec folder (default models/piano/codec)"
+
+    p = csub.add_parser("eval", help="SI-SDR, log-mel and chroma agreement on held-out clips")
+    p.add_argument("codec", help=spec_help)
+    p.add_argument("data", type=Path, help="data folder with manifest.json")
+    p.add_argument("--split", default="valid", help="manifest split (default valid)")
+    p.add_argument("--clips", type=int, default=20, help="clips (default 20)")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds of each clip")
+    p.add_argument("--weights-dir", type=Path, help="folder holding EnCodec's .th weights")
+    p.add_argument("--out", type=Path, help="also write the Markdown table here")
+    p.set_defaults(func=_run_codec_eval)
+
+    p = csub.add_parser("roundtrip", help="encode and decode an audio file, write WAV + plot")
+    p.add_argument("input", type=Path, help="WAV/FLAC/OGG file")
+    p.add_argument("-o", "--out", type=Path, required=True, help="WAV to write")
+    p.add_argument("--codec", default="models/piano/codec", help=spec_help)
+    p.add_argument("--bandwidth", type=float, default=6.0, help="kbps (default 6)")
+    p.add_argument("--weights-dir", type=Path, help="folder holding EnCodec's .th weights")
+    p.set_defaults(func=_run_codec_roundtrip)
+
+    p = sub.add_parser("demo", help="the bundled clip through the embedded model")
+    p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_codec_eval(args: argparse.Namespace) -> None:
+    from continuo.server.data.manifest import load_manifest
+    from continuo.server.evaluation.codec_metrics import evaluate_codec, format_codec_table
+    from continuo.server.tokenizers.loading import load_codec
+
+    codec = load_codec(args.codec, weights_dir=args.weights_dir)
+    items = load_manifest(args.data).split(args.split)[: args.clips]
+    if not items:
+        raise ContinuoError(f"{args.data}: no items in split {args.split!r}")
+    bandwidths = [kbps for kbps in (1.5, 3.0, 6.0) if kbps <= codec.bandwidth_kbps]
+    results = evaluate_codec(codec, items, seconds=args.seconds, bandwidths_kbps=bandwidths)
+    table = format_codec_table(
+        results, f"Codec {args.codec} on {len(items)} {args.split} clips of {args.data}, "
+        f"first {args.seconds:g} s each"
+    )
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+
+
+def _run_codec_roundtrip(args: argparse.Namespace) -> None:
+    from continuo.server.audio import load_audio
+    from continuo.server.demo import roundtrip, write_roundtrip
+    from continuo.server.tokenizers.loading import load_codec
+
+    codec = load_codec(args.codec, bandwidth_kbps=args.bandwidth, weights_dir=args.weights_dir)
+    audio = load_audio(args.input, sample_rate=codec.sample_rate)
+    info = {"input": str(args.input), "codec": str(args.codec), "bandwidth_kbps": args.bandwidth}
+    sidecar = write_roundtrip(roundtrip(codec, audio), args.out, args.out.with_suffix(".png"), info)
+    print(json.dumps(sidecar["metrics"]))
+    print(f"wrote {args.out}, {args.out.with_suffix('.json')}, {args.out.with_suffix('.png')}")
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from continuo.server.demo import run_demo
+
+    paths = run_demo(args.out)
+    sidecar = json.loads(paths["sidecar"].read_text())
+    print("Continuo demo: the bundled piano clip through the embedded codec (6 kbps) and "
+          "semantic tokenizer")
+    print("  metrics: " + ", ".join(f"{k} {v}" for k, v in sidecar["metrics"].items()))
+    for kind, path in paths.items():
+        print(f"  {kind}: {path}")
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -169,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _add_data(sub)
     _add_train(sub)
+    _add_codec(sub)
     return parser
 
 

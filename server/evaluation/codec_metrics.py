@@ -147,3 +147,16 @@ def evaluate_codec(
         bandwidth_label(kbps): {k: float(np.nanmean([s[k] for s in rows])) for k in rows[0]}
         for kbps, rows in scores.items() if rows
     }
+
+
+def format_codec_table(results: dict[str, dict[str, float]], title: str = "") -> str:
+    """Markdown table of `evaluate_codec` results, one row per bandwidth."""
+    lines = [f"{title}\n" if title else ""]
+    lines.append("| bandwidth | SI-SDR dB | log-mel L1 | log-mel L1 <3.8 kHz | chroma agreement |")
+    lines.append("|---|---|---|---|---|")
+    for label, m in results.items():
+        lines.append(
+            f"| {label} | {m['si_sdr_db']:+.2f} | {m['log_mel_l1']:.3f} | "
+            f"{m['log_mel_l1_below_3k8']:.3f} | {m['chroma_agreement']:.3f} |"
+        )
+    return "\n".join(lines).lstrip("\n") + "\n"

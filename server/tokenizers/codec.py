@@ -188,11 +188,9 @@ class EncodecCodec:
     """
 
     def __init__(self, model: EncodecModel, bandwidth_kbps: float) -> None:
-        self.n_codebooks = codebooks_for_bandwidth(model, bandwidth_kbps)
-        self.bandwidth_kbps = float(bandwidth_kbps)
-        model.set_target_bandwidth(bandwidth_kbps)
         model.segment = None  # one segment per clip: codes on one frame grid (see above)
         self.model = model.eval()
+        self.bandwidth_kbps = bandwidth_kbps
         self.name: str = model.name
         self.sample_rate: int = model.sample_rate
         self.channels: int = model.channels
@@ -222,6 +220,25 @@ class EncodecCodec:
         except RuntimeError as e:  # missing, unexpected or misshapen tensors
             raise CheckpointError(f"{path}: does not fit the {name} model ({e})") from e
         return cls(model.to(device), bandwidth_kbps)
+
+    @property
+    def bandwidth_kbps(self) -> float:
+        return self._bandwidth_kbps
+
+    @bandwidth_kbps.setter
+    def bandwidth_kbps(self, kbps: float) -> None:
+        codebooks_for_bandwidth(self.model, kbps)  # ConfigError naming the allowed ones
+        self.model.set_target_bandwidth(kbps)
+        self._bandwidth_kbps = float(kbps)
+
+    @property
+    def n_codebooks(self) -> int:
+        """Codebooks `encode` produces, set by the bandwidth (settable as either)."""
+        return codebooks_for_bandwidth(self.model, self._bandwidth_kbps)
+
+    @n_codebooks.setter
+    def n_codebooks(self, n: int) -> None:
+        self.bandwidth_kbps = bandwidth_for_codebooks(self.model, n)
 
     @property
     def frame_rate(self) -> float:
