@@ -201,8 +201,7 @@ def _run_codec_eval(args: argparse.Namespace) -> None:
     items = load_manifest(args.data).split(args.split)[: args.clips]
     if not items:
         raise ContinuoError(f"{args.data}: no items in split {args.split!r}")
-    bandwidths = [kbps for kbps in (1.5, 3.0, 6.0) if kbps <= codec.bandwidth_kbps]
-    results = evaluate_codec(codec, items, seconds=args.seconds, bandwidths_kbps=bandwidths)
+    results = evaluate_codec(codec, items, seconds=args.seconds)
     table = format_codec_table(
         results, f"Codec {args.codec} on {len(items)} {args.split} clips of {args.data}, "
         f"first {args.seconds:g} s each"

@@ -1,0 +1,85 @@
+"""`continuo demo`, `continuo codec roundtrip|eval` and codec loading, on tiny real models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from audio_fixtures import progression_notes, render_piano
+from test_small_codec import tiny_config
+
+from continuo.server.cli import main
+from continuo.server.demo import MODEL_DIR, run_demo
+from continuo.server.errors import CheckpointError
+from continuo.server.tokenizers.features import MusicFeatures
+from continuo.server.tokenizers.loading import load_codec
+from continuo.server.tokenizers.semantic import SemanticTokenizer, extract_features
+from continuo.server.tokenizers.small_codec import SmallCodec
+
+SR = 24000
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder laid out like models/piano: tiny codec, semantic tokenizer, clip."""
+    root = tmp_path_factory.mktemp("model")
+    SmallCodec.from_config(tiny_config()).save(root / "codec")
+    clip = render_piano(progression_notes())
+    music = MusicFeatures()
+    SemanticTokenizer.fit(music, [extract_features(music, clip, SR)], 8).save(root / "semantic")
+    sf.write(root / "clip.flac", clip, SR, subtype="PCM_16")
+    return root
+
+
+def test_demo_writes_wav_sidecar_and_plot(model_dir: Path, tmp_path: Path) -> None:
+    paths = run_demo(tmp_path / "out", model_dir)
+    audio, sr = sf.read(paths["wav"])
+    assert sr == SR and len(audio) == sf.info(model_dir / "clip.flac").frames
+    sidecar = json.loads(paths["sidecar"].read_text())
+    assert set(sidecar["metrics"]) == {"si_sdr_db", "log_mel_l1", "log_mel_l1_below_3k8",
+                                       "chroma_agreement"}
+    assert sidecar["semantic_tokens"] == pytest.approx(len(audio) / SR * 25, abs=1)
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_codec_roundtrip_and_eval_commands(model_dir: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rt.wav"
+    argv = ["codec", "roundtrip", str(model_dir / "clip.flac"), "-o", str(out),
+            "--codec", str(model_dir / "codec"), "--bandwidth", "15"]  # 4 × 3.75 kbps
+    assert main(argv) == 0
+    assert out.exists() and out.with_suffix(".png").exists()
+    assert json.loads(out.with_suffix(".json").read_text())["codebooks"] == 4
+    (tmp_path / "data" / "valid").mkdir(parents=True)
+    sf.write(tmp_path / "data/valid/a.flac", render_piano(progression_notes(transpose=3)), SR)
+    (tmp_path / "data/manifest.json").write_text(json.dumps({
+        "version": 1, "sample_rate": SR, "source": "folder", "failures": [],
+        "items": [{"path": "valid/a.flac", "piece": "a", "split": "valid", "seconds": 4.0}]}))
+    table = tmp_path / "codec.md"
+    argv = ["codec", "eval", str(model_dir / "codec"), str(tmp_path / "data"), "--seconds", "2",
+            "--out", str(table)]
+    assert main(argv) == 0
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 3 and "kbps" in rows[1]  # header + 1.5/3/6 kbps
+    assert main(["codec", "eval", str(model_dir / "codec"), str(tmp_path / "data"),
+                 "--split", "test"]) == 2  # no items: an error, not a crash
+    assert "no items in split 'test'" in capsys.readouterr().err
+
+
+def test_load_codec_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(CheckpointError, match=r"encodec_24khz-d7cc33bc\.th"):
+        load_codec("encodec_24khz")
+    with pytest.raises(CheckpointError, match="nor a small-codec folder"):
+        load_codec(tmp_path / "nowhere")
+
+
+def test_embedded_semantic_tokenizer_loads_and_tokenizes_the_bundled_clip() -> None:
+    tokenizer = SemanticTokenizer.load(MODEL_DIR / "semantic")  # checks the weights' sha256
+    audio, sr = sf.read(MODEL_DIR / "clip.flac", dtype="float32")
+    tokens = tokenizer.tokenize(audio, sr)
+    assert len(tokens) == pytest.approx(len(audio) / sr * tokenizer.frame_rate, abs=1)
+    assert np.unique(tokens).size > 20  # a real piece uses many clusters
