@@ -104,6 +104,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
     p.add_argument("--eval-clips", type=int, default=20, help="held-out clips (10 s each)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
+    p.add_argument("--init-from", type=Path,
+                   help="codec folder a new run starts from (e.g. models/piano/codec): "
+                        "weights and step count, fresh optimiser")
     p.set_defaults(func=_run_train_codec)
 
     p = tsub.add_parser("semantic", help="fit the semantic tokenizer's k-means on a data folder")
@@ -130,7 +133,7 @@ def _run_train_codec(args: argparse.Namespace) -> None:
         steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
         crop_seconds=args.crop_seconds, learning_rate=args.lr, warmup_steps=args.warmup_steps,
         discriminator=args.discriminator, eval_every=args.eval_every,
-        eval_clips=args.eval_clips, device=args.device,
+        eval_clips=args.eval_clips, device=args.device, init_from=args.init_from,
     )
     summary = train_codec(args.data, args.out, model, config)
     print(f"stopped by {summary.stopped_by} at step {summary.step} (this sitting from "

@@ -161,3 +161,18 @@ def test_cli_ctrl_c_saves_a_checkpoint(data_dir: Path, tmp_path: Path) -> None:
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state["step"] >= 3
     assert state["train_config"]["batch_size"] == 2
+
+
+def test_new_run_starts_from_a_codec_folder(data_dir: Path, tmp_path: Path) -> None:
+    """A shipped codec (weights + step, no optimiser) carries training to another machine."""
+    train_codec(data_dir, tmp_path / "first", TINY, quick(steps=10, eval_every=10),
+                progress=False)
+    shipped = tmp_path / "first" / "best"
+    before = SmallCodec.load(shipped).model.state_dict()
+    other = SmallCodecConfig()  # the folder's architecture wins
+    run = train_codec(data_dir, tmp_path / "second", other,
+                      quick(steps=15, eval_every=1000, init_from=shipped), progress=False)
+    assert (run.start_step, run.step) == (10, 15)
+    after = SmallCodec.load(tmp_path / "second" / "checkpoint")
+    assert after.config == TINY
+    assert any(not torch.equal(before[k], v) for k, v in after.model.state_dict().items())

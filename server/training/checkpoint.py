@@ -166,7 +166,7 @@ def save_training_checkpoint(
     tmp = _fresh_tmp(folder)
     _write_model_files(tmp, model_state, kind, config, {"step": state.get("step")})
     torch.save({"optimizers": optimizers, "torch_rng": torch.get_rng_state()}, tmp / TRAINING_NAME)
-    (tmp / STATE_NAME).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+    (tmp / STATE_NAME).write_text(json.dumps(state, indent=1, default=str) + "\n", encoding="utf-8")
     _finish_permissions(tmp)
     _replace_folder(tmp, folder)
     return folder

@@ -45,6 +45,7 @@ from continuo.server.training import codec_losses as L
 from continuo.server.training.checkpoint import (
     TrainingCheckpoint,
     has_checkpoint,
+    load_model_folder,
     load_training_checkpoint,
     save_training_checkpoint,
 )
@@ -76,6 +77,9 @@ class CodecTrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "auto"  # "auto": cuda when available, else cpu
+    # A codec folder (e.g. the shipped models/piano/codec) a NEW run starts from: its weights,
+    # architecture and step count, with a fresh optimiser. Ignored when RUN_DIR has a checkpoint.
+    init_from: Path | None = None
     loss_weights: L.CodecLossWeights = field(default_factory=L.CodecLossWeights)
 
     def __post_init__(self) -> None:
@@ -178,6 +182,10 @@ class CodecTrainer:
             if not items:
                 raise DataError(f"{manifest.path}: the {split} split is empty")
         ckpt, model_config = self._find_checkpoint(model_config)
+        start = None
+        if ckpt is None and config.init_from is not None:
+            start = load_model_folder(config.init_from, KIND)
+            model_config = SmallCodecConfig.from_dict(start.config)
         if manifest.sample_rate != model_config.sample_rate:
             raise DataError(f"{manifest.path}: sample rate {manifest.sample_rate} Hz, the codec "
                             f"needs {model_config.sample_rate}")
@@ -188,6 +196,10 @@ class CodecTrainer:
         self.rng = np.random.default_rng(config.seed)
         if ckpt is not None:
             self._restore(ckpt)
+        elif start is not None:
+            self.model.load_state_dict(start.state_dict)
+            self.step = int(start.extra.get("step", 0))
+            log.info("new run from %s (step %d), fresh optimiser", config.init_from, self.step)
         crop = round(config.crop_seconds * model_config.sample_rate)
         self.sampler = CropSampler(load_clips(train_items, manifest.sample_rate), crop, self.rng)
         self.eval_items = spread(valid_items, config.eval_clips)
