@@ -190,6 +190,13 @@ def _add_codec(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-dir", type=Path, help="folder holding EnCodec's .th weights")
     p.set_defaults(func=_run_codec_roundtrip)
 
+    p = csub.add_parser("export", help="copy a trained small codec for shipping (e.g. float16)")
+    p.add_argument("src", type=Path, help="small-codec folder, e.g. runs/codec/best")
+    p.add_argument("dst", type=Path, help="folder to write, e.g. models/piano/codec")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                   help="storage type of the weights (default float16)")
+    p.set_defaults(func=_run_codec_export)
+
     p = sub.add_parser("demo", help="the bundled clip through the embedded model")
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
     p.set_defaults(func=_run_demo)
@@ -225,6 +232,18 @@ def _run_codec_roundtrip(args: argparse.Namespace) -> None:
     sidecar = write_roundtrip(roundtrip(codec, audio), args.out, args.out.with_suffix(".png"), info)
     print(json.dumps(sidecar["metrics"]))
     print(f"wrote {args.out}, {args.out.with_suffix('.json')}, {args.out.with_suffix('.png')}")
+
+
+def _run_codec_export(args: argparse.Namespace) -> None:
+    import torch
+
+    from continuo.server.tokenizers.small_codec import SmallCodec
+    from continuo.server.training.checkpoint import load_model_folder
+
+    extra = {**load_model_folder(args.src, "small_codec").extra, "exported_from": str(args.src),
+             "stored_dtype": args.dtype}
+    SmallCodec.load(args.src).save(args.dst, extra=extra, dtype=getattr(torch, args.dtype))
+    print(f"wrote {args.dst} ({args.dtype}, step {extra.get('step')})")
 
 
 def _run_demo(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from audio_fixtures import progression_notes, render_piano
 from test_small_codec import tiny_config
 
@@ -83,3 +84,17 @@ def test_embedded_semantic_tokenizer_loads_and_tokenizes_the_bundled_clip() -> N
     tokens = tokenizer.tokenize(audio, sr)
     assert len(tokens) == pytest.approx(len(audio) / sr * tokenizer.frame_rate, abs=1)
     assert np.unique(tokens).size > 20  # a real piece uses many clusters
+
+
+def test_export_float16_loads_back_with_nearly_the_same_output(model_dir: Path,
+                                                               tmp_path: Path) -> None:
+    src, dst = model_dir / "codec", tmp_path / "shipped"
+    assert main(["codec", "export", str(src), str(dst)]) == 0
+    assert (dst / "model.safetensors").stat().st_size < 0.6 * (src / "model.safetensors").stat(
+    ).st_size
+    one, two = SmallCodec.load(src), SmallCodec.load(dst)
+    assert next(two.model.parameters()).dtype == torch.float32
+    audio = torch.from_numpy(sf.read(model_dir / "clip.flac", dtype="float32")[0])[None, None]
+    encoded = one.encode(audio)
+    a, b = one.decode(encoded), two.decode(encoded)
+    assert 0 < (a - b).abs().max() < 0.01 * a.abs().max()  # rounded, but barely

@@ -275,10 +275,17 @@ class SmallCodec:
             audio = audio * encoded.scale.to(audio)[:, :, None]
         return audio
 
-    def save(self, folder: Path, extra: dict[str, Any] | None = None) -> Path:
-        """Write model.safetensors + config.json (with the weights' sha256) to `folder`."""
-        return save_model_folder(folder, self.model.state_dict(), KIND, self.config.to_dict(),
-                                 extra)
+    def save(self, folder: Path, extra: dict[str, Any] | None = None,
+             dtype: torch.dtype | None = None) -> Path:
+        """Write model.safetensors + config.json (with the weights' sha256) to `folder`.
+
+        dtype: store floating tensors as this (float16 halves a shipped model; `load` reads
+        them back into float32).
+        """
+        state = self.model.state_dict()
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        return save_model_folder(folder, state, KIND, self.config.to_dict(), extra)
 
     @classmethod
     def load(cls, folder: Path, device: str | torch.device = "cpu") -> SmallCodec:
