@@ -1,0 +1,1 @@
+"""The AudioLM stages: one KV-cached decoder-only transformer, token layouts, sampling."""
