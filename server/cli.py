@@ -14,6 +14,7 @@ from pathlib import Path
 
 from continuo.server import __version__
 from continuo.server.errors import ContinuoError
+from continuo.server.paths import DEFAULT_MODEL_DIR
 
 log = logging.getLogger("continuo")
 
@@ -170,7 +171,7 @@ def _add_codec(sub: argparse._SubParsersAction) -> None:
     csub = sub.add_parser("codec", help="use or evaluate a codec").add_subparsers(
         dest="codec_cmd", required=True
     )
-    spec_help = "encodec_24khz, encodec_48khz or a small-codec folder (default models/piano/codec)"
+    spec_help = "encodec_24khz, encodec_48khz or a small-codec folder"
 
     p = csub.add_parser("eval", help="SI-SDR, log-mel and chroma agreement on held-out clips")
     p.add_argument("codec", help=spec_help)
@@ -185,7 +186,8 @@ def _add_codec(sub: argparse._SubParsersAction) -> None:
     p = csub.add_parser("roundtrip", help="encode and decode an audio file, write WAV + plot")
     p.add_argument("input", type=Path, help="WAV/FLAC/OGG file")
     p.add_argument("-o", "--out", type=Path, required=True, help="WAV to write")
-    p.add_argument("--codec", default="models/piano/codec", help=spec_help)
+    p.add_argument("--codec", default=str(DEFAULT_MODEL_DIR / "codec"),
+                   help=spec_help + " (default: the embedded codec)")
     p.add_argument("--bandwidth", type=float, default=6.0, help="kbps (default 6)")
     p.add_argument("--weights-dir", type=Path, help="folder holding EnCodec's .th weights")
     p.set_defaults(func=_run_codec_roundtrip)

@@ -18,11 +18,11 @@ import torch
 
 from continuo.server.audio import Audio, load_audio, write_audio
 from continuo.server.evaluation.codec_metrics import codec_metrics
+from continuo.server.paths import DEFAULT_MODEL_DIR
 from continuo.server.plots import plot_continuation
 from continuo.server.tokenizers.codec import AcousticCodec
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "piano"
-DEMO_CLIP = MODEL_DIR / "clip.flac"
+MODEL_DIR = DEFAULT_MODEL_DIR
 
 
 @dataclass(frozen=True)
