@@ -22,8 +22,6 @@ from continuo.server.paths import DEFAULT_MODEL_DIR
 from continuo.server.plots import plot_continuation
 from continuo.server.tokenizers.codec import AcousticCodec
 
-MODEL_DIR = DEFAULT_MODEL_DIR
-
 
 @dataclass(frozen=True)
 class Roundtrip:
@@ -72,7 +70,7 @@ def write_roundtrip(result: Roundtrip, out: Path, plot: Path | None, info: dict)
     return sidecar
 
 
-def run_demo(out_dir: Path, model_dir: Path = MODEL_DIR) -> dict[str, Path]:
+def run_demo(out_dir: Path, model_dir: Path = DEFAULT_MODEL_DIR) -> dict[str, Path]:
     """The bundled clip through the embedded codec and semantic tokenizer; returns the paths."""
     from continuo.server.tokenizers.loading import load_codec
     from continuo.server.tokenizers.semantic import SemanticTokenizer

@@ -13,8 +13,9 @@ from audio_fixtures import progression_notes, render_piano
 from test_small_codec import tiny_config
 
 from continuo.server.cli import main
-from continuo.server.demo import MODEL_DIR, run_demo
+from continuo.server.demo import run_demo
 from continuo.server.errors import CheckpointError
+from continuo.server.paths import DEFAULT_MODEL_DIR
 from continuo.server.tokenizers.features import MusicFeatures
 from continuo.server.tokenizers.loading import load_codec
 from continuo.server.tokenizers.semantic import SemanticTokenizer, extract_features
@@ -79,8 +80,8 @@ def test_load_codec_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_embedded_semantic_tokenizer_loads_and_tokenizes_the_bundled_clip() -> None:
-    tokenizer = SemanticTokenizer.load(MODEL_DIR / "semantic")  # checks the weights' sha256
-    audio, sr = sf.read(MODEL_DIR / "clip.flac", dtype="float32")
+    tokenizer = SemanticTokenizer.load(DEFAULT_MODEL_DIR / "semantic")  # checks the weights' sha256
+    audio, sr = sf.read(DEFAULT_MODEL_DIR / "clip.flac", dtype="float32")
     tokens = tokenizer.tokenize(audio, sr)
     assert len(tokens) == pytest.approx(len(audio) / sr * tokenizer.frame_rate, abs=1)
     assert np.unique(tokens).size > 20  # a real piece uses many clusters
