@@ -128,6 +128,45 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="item order and k-means seed")
     p.set_defaults(func=_run_train_semantic)
 
+    p = tsub.add_parser("stage", help="train one AudioLM stage on a data folder (resumes)")
+    p.add_argument("stage", choices=("semantic", "coarse", "fine"), help="which stage")
+    p.add_argument("data", type=Path, help="data folder with manifest.json")
+    p.add_argument("--out", type=Path, required=True,
+                   help="run folder: checkpoint/ (resumed from), best/ (the stage), tb/ (logs)")
+    _add_train_lm_common(p, "RUN/../token_cache")
+    p.set_defaults(func=_run_train_stage)
+
+    p = tsub.add_parser("all", help="train the semantic, coarse and fine stages in turn")
+    p.add_argument("data", type=Path, help="data folder with manifest.json")
+    p.add_argument("--out", type=Path, required=True,
+                   help="runs folder: one run folder per stage (semantic/, coarse/, fine/)")
+    _add_train_lm_common(p, "RUNS/token_cache")
+    p.set_defaults(func=_run_train_all)
+
+
+def _add_train_lm_common(p: argparse.ArgumentParser, cache_default: str) -> None:
+    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
+                   help="model folder with codec/ and semantic/ (default: the embedded one)")
+    p.add_argument("--cache-dir", type=Path,
+                   help=f"token cache, computed once and shared (default {cache_default})")
+    p.add_argument("--size", choices=("tiny", "small", "paper"), default="small",
+                   help="decoder size of a new run (default small)")
+    p.add_argument("--layout", choices=("flat", "delay"), default="delay",
+                   help="acoustic token layout (default delay, the realtime one)")
+    p.add_argument("--window-s", type=float,
+                   help="training window, seconds (default: the stage's, 30/10/3 s)")
+    p.add_argument("--bandwidth", type=float, default=6.0, help="codec kbps (default 6)")
+    p.add_argument("--steps", type=int, help="total steps over all sittings (default: no limit)")
+    p.add_argument("--minutes", type=float, help="stop this sitting after this many minutes")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per step and rank")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate")
+    p.add_argument("--warmup-steps", type=int, default=200, help="linear warm-up steps")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                   help="bf16 autocast: auto (CUDA only), bf16 (also CPU), off")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and window order")
+
 
 def _run_train_codec(args: argparse.Namespace) -> None:
     from continuo.server.tokenizers.small_codec import SmallCodecConfig
@@ -167,6 +206,37 @@ def _run_train_semantic(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     print(format_report(report))
+
+
+def _train_lm(args: argparse.Namespace, names: list[str], runs: dict[str, Path],
+              cache_dir: Path) -> None:
+    from continuo.server.training.lm_trainer import LMTrainConfig
+    from continuo.server.training.stage_training import StageOptions, train_stages
+
+    options = StageOptions(size=args.size, layout=args.layout, window_s=args.window_s,
+                           bandwidth_kbps=args.bandwidth)
+    config = LMTrainConfig(
+        steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
+        learning_rate=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every,
+        amp=args.amp, device=args.device, seed=args.seed,
+    )
+    summaries = train_stages(names, args.data, args.model_dir, runs, args.cache_dir or cache_dir,
+                             options, config)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return  # under torchrun, rank 0 reports
+    for name, s in summaries.items():
+        valid = "-" if s.valid_loss is None else f"{s.valid_loss:.4f}"
+        print(f"{name}: stopped by {s.stopped_by} at step {s.step} (this sitting from "
+              f"{s.start_step}), valid loss {valid}; best: {runs[name] / 'best'}")
+
+
+def _run_train_stage(args: argparse.Namespace) -> None:
+    _train_lm(args, [args.stage], {args.stage: args.out}, args.out.parent / "token_cache")
+
+
+def _run_train_all(args: argparse.Namespace) -> None:
+    names = ["semantic", "coarse", "fine"]
+    _train_lm(args, names, {n: args.out / n for n in names}, args.out / "token_cache")
 
 
 # --- continuo codec / demo ---------------------------------------------------------------------

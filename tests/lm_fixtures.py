@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from continuo.server.model.decoder import DecoderConfig
+from continuo.server.model.decoder import Decoder, DecoderConfig
 from continuo.server.model.stage_api import IGNORE_INDEX, TokenWindow, TrainingExample
 from continuo.server.training.token_cache import TokenSplit, write_token_cache
 
@@ -31,6 +31,9 @@ class SemanticToyStage:
     def decoder_config(self) -> DecoderConfig:
         return self._config
 
+    def build_model(self) -> Decoder:
+        return Decoder(self._config)
+
     def example(self, window: TokenWindow) -> TrainingExample:
         return TrainingExample(window.semantic[:-1], window.semantic[1:])
 
@@ -45,6 +48,9 @@ class CoarseToyStage:
     @property
     def decoder_config(self) -> DecoderConfig:
         return self._config
+
+    def build_model(self) -> Decoder:
+        return Decoder(self._config)
 
     def example(self, window: TokenWindow) -> TrainingExample:
         seq = torch.cat([window.semantic, window.acoustic[0] + SEMANTIC_VOCAB])

@@ -5,12 +5,16 @@
 
 RUN_DIR holds `checkpoint/` (decoder weights + config, optimiser and LR-schedule state, step,
 torch RNG; written every few minutes and at exit), `best/` (the decoder with the lowest held-out
-loss, a model folder of kind "lm_decoder"), `valid.jsonl` and `tb/` (TensorBoard).
+loss, a model folder of kind "lm_stage" that `model.loading.load_stage` rebuilds the stage and
+its model from), `valid.jsonl` and `tb/` (TensorBoard). Both folders' config is the stage record
+(`stage_to_dict`: stage name, decoder config and the stage's own config).
 
 Each step: a batch of aligned windows (`WindowSampler`, a pure function of seed and step),
-`stage.example(window)` each, padded to the longest (IGNORE_INDEX targets on pads),
-cross-entropy over the targets that carry a loss, AdamW (weight decay on matrices only) with
-linear warm-up then cosine decay, gradient clipping, bf16 autocast on CUDA (on CPU when asked).
+`stage.example(window)` each, padded along time to the longest (IGNORE_INDEX targets on pads),
+the model from `stage.build_model()` (a `Decoder`, or a `ColumnDecoder` for the delay layout),
+cross-entropy over the targets that carry a loss (logits [..., V] against targets [...]),
+AdamW (weight decay on matrices only) with linear warm-up then cosine decay, gradient
+clipping, bf16 autocast on CUDA (on CPU when asked).
 
 Distributed (torchrun sets RANK / WORLD_SIZE): DistributedDataParallel, gloo on CPU, nccl on
 GPU. The global batch is `batch_size` × world size: rank r takes windows r·b .. (r+1)·b − 1 of
@@ -24,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -39,7 +42,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from continuo.server.errors import CheckpointError, ConfigError, DataError
-from continuo.server.model.decoder import Decoder, DecoderConfig
+from continuo.server.model.loading import KIND, stage_to_dict
 from continuo.server.model.stage_api import IGNORE_INDEX, Stage, TokenWindow
 from continuo.server.training.checkpoint import (
     has_checkpoint,
@@ -48,10 +51,11 @@ from continuo.server.training.checkpoint import (
     save_training_checkpoint,
 )
 from continuo.server.training.codec_trainer import flushing_denormals, resolve_device
+from continuo.server.training.distributed import Distributed
 from continuo.server.training.token_cache import WindowSampler, open_token_cache
 
 log = logging.getLogger(__name__)
-KIND = "lm_decoder"
+__all__ = ["KIND", "Distributed", "LMTrainConfig", "LMTrainer", "collate", "train_stage"]
 AMP_MODES = ("auto", "bf16", "off")
 
 
@@ -114,55 +118,18 @@ def lr_factor(step: int, warmup_steps: int, decay_steps: int | None, min_ratio: 
 
 
 def collate(examples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """TrainingExamples → inputs [B, T] (pads 0), targets [B, T] (pads IGNORE_INDEX)."""
-    longest = max(len(e.inputs) for e in examples)
-    inputs = torch.zeros(len(examples), longest, dtype=torch.long)
-    targets = torch.full((len(examples), longest), IGNORE_INDEX, dtype=torch.long)
+    """TrainingExamples → inputs [B, ..., T] (pads 0), targets [B, ..., T] (pads
+    IGNORE_INDEX), padded along the last (time) dim: inputs [T] and targets [T] (flat,
+    semantic) or inputs [R, T] and targets [K, T] (delay columns)."""
+    longest = max(e.inputs.shape[-1] for e in examples)
+    first = examples[0]
+    inputs = torch.zeros(len(examples), *first.inputs.shape[:-1], longest, dtype=torch.long)
+    targets = torch.full((len(examples), *first.targets.shape[:-1], longest), IGNORE_INDEX,
+                         dtype=torch.long)
     for row, e in enumerate(examples):
-        inputs[row, : len(e.inputs)] = e.inputs
-        targets[row, : len(e.targets)] = e.targets
+        inputs[row, ..., : e.inputs.shape[-1]] = e.inputs
+        targets[row, ..., : e.targets.shape[-1]] = e.targets
     return inputs, targets
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> Distributed:
-        env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
-                   int(env.get("LOCAL_RANK", 0)))
-
-    def init(self, device: torch.device) -> None:
-        """Join the process group (gloo on CPU, nccl on CUDA) unless single or already in."""
-        if self.enabled and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-    def close(self) -> None:
-        """Leave the process group, all ranks together (a rank that tears gloo down while
-        another still talks to it can abort)."""
-        if self.enabled and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
-
-    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        """Sum over ranks, in place; returns t."""
-        if self.enabled:
-            dist.all_reduce(t)
-        return t
 
 
 @dataclass(frozen=True)
@@ -190,7 +157,8 @@ class LMTrainer:
         valid = WindowSampler(cache.split("valid"), config.crop_seconds, config.seed + 1)
         self.eval_set = valid.batch(0, config.eval_windows)  # fixed held-out windows
         torch.manual_seed(config.seed)  # same initial weights on every rank
-        self.model = Decoder(stage.decoder_config).to(self.device).train()
+        self.record = stage_to_dict(stage)  # what checkpoint/ and best/ store as config
+        self.model = stage.build_model().to(self.device).train()
         cuda = self.device.type == "cuda"
         self.opt = torch.optim.AdamW(self._param_groups(), lr=config.learning_rate,
                                      betas=config.betas, fused=cuda, foreach=not cuda)
@@ -236,12 +204,12 @@ class LMTrainer:
     def _restore(self) -> torch.Tensor:
         """Load checkpoint/ into the model, optimiser and schedule; returns the saved RNG."""
         ckpt = load_training_checkpoint(self.checkpoint_dir, KIND)
-        if ckpt.state.get("stage") != self.stage.name or (
-            DecoderConfig.from_dict(ckpt.model.config) != self.stage.decoder_config
-        ):
+        if ckpt.model.config != self.record:
             raise CheckpointError(f"{self.checkpoint_dir}: a checkpoint of stage "
-                                  f"{ckpt.state.get('stage')!r} with another decoder config; "
-                                  f"use a new run folder for stage {self.stage.name!r}")
+                                  f"{ckpt.model.config.get('stage')!r} with another config "
+                                  f"than this {self.stage.name!r} stage's (size, layout, "
+                                  f"window or tokenizers differ); resume with the same options "
+                                  f"or use a new run folder")
         self.model.load_state_dict(ckpt.model.state_dict)
         self.opt.load_state_dict(ckpt.optimizers["optimizer"])
         self.scheduler.load_state_dict(ckpt.optimizers["scheduler"])
@@ -255,7 +223,7 @@ class LMTrainer:
     def _examples(self, windows: list[TokenWindow]) -> tuple[torch.Tensor, torch.Tensor]:
         """The stage's examples of `windows`, padded, checked and on the device."""
         inputs, targets = collate([self.stage.example(w) for w in windows])
-        vocab, longest = self.stage.decoder_config.vocab_size, inputs.shape[1]
+        vocab, longest = self.stage.decoder_config.vocab_size, inputs.shape[-1]
         if longest > self.stage.decoder_config.max_seq_len:
             raise ConfigError(f"stage {self.stage.name}: examples of {longest} tokens exceed the "
                               f"decoder's max_seq_len; lower crop_seconds")
@@ -266,10 +234,12 @@ class LMTrainer:
 
     def _loss_sum(self, model: torch.nn.Module, inputs: torch.Tensor,
                   targets: torch.Tensor) -> torch.Tensor:
-        """Summed cross-entropy over the targets that carry a loss (float32)."""
+        """Summed cross-entropy over the targets that carry a loss (float32): logits [B, T, V]
+        and targets [B, T], or per-level logits [B, K, T, V] and targets [B, K, T] (delay);
+        `stages.stage_loss`'s reshape, summed instead of averaged (see the module doc)."""
         with self.autocast():
-            logits = model(inputs)  # [B, T, V]
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+            logits = model(inputs)
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                ignore_index=IGNORE_INDEX, reduction="sum")
 
     def train_step(self) -> dict[str, float]:
@@ -298,7 +268,7 @@ class LMTrainer:
         total = self.dist.all_reduce(loss_sum.detach().clone())
         # Positions computed, pads included (what the hardware does), over all ranks.
         return {"loss": float(total / counts[0]), "grad_norm": float(grad_norm), "lr": lr,
-                "tokens": float(inputs.numel() * self.dist.world_size)}
+                "tokens": float(inputs.shape[0] * inputs.shape[-1] * self.dist.world_size)}
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -328,7 +298,7 @@ class LMTrainer:
             return None
         optim = {"optimizer": self.opt.state_dict(), "scheduler": self.scheduler.state_dict()}
         return save_training_checkpoint(self.checkpoint_dir, self.model.state_dict(), KIND,
-                                        self.model.config.to_dict(), optim, self._state())
+                                        self.record, optim, self._state())
 
     def _after_eval(self, writer: SummaryWriter | None) -> None:
         if not self.dist.is_main or self.valid_loss is None:
@@ -338,10 +308,9 @@ class LMTrainer:
             f.write(json.dumps({"step": self.step, "loss": self.valid_loss}) + "\n")
         if self.best is None or self.valid_loss < self.best:
             self.best = self.valid_loss
-            save_model_folder(self.run_dir / "best", self.model.state_dict(), KIND,
-                              self.model.config.to_dict(), {"stage": self.stage.name,
-                                                            "step": self.step,
-                                                            "valid_loss": self.valid_loss})
+            save_model_folder(self.run_dir / "best", self.model.state_dict(), KIND, self.record,
+                              {"stage": self.stage.name, "step": self.step,
+                               "valid_loss": self.valid_loss})
 
     def _stop_reason(self, deadline: float | None) -> str | None:
         if self.config.steps is not None and self.step >= self.config.steps:
@@ -405,9 +374,12 @@ class LMTrainer:
 def train_stage(stage: Stage, cache_dir: Path, run_dir: Path, config: LMTrainConfig,
                 progress: bool = True) -> LMTrainSummary:
     """Train (or resume) one stage, alone or as one rank of a torchrun job (then the process
-    group is joined here and left at the end)."""
+    group is joined here and left at the end, unless the caller had joined it: a caller that
+    trains several stages keeps one group for all)."""
+    joined = dist.is_initialized()
     trainer = LMTrainer(stage, cache_dir, run_dir, config, progress)
     try:
         return trainer.run()
     finally:
-        trainer.dist.close()
+        if not joined:
+            trainer.dist.close()
