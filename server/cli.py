@@ -335,6 +335,42 @@ def _run_demo(args: argparse.Namespace) -> None:
         print(f"  {kind}: {path}")
 
 
+# --- continuo continue --------------------------------------------------------------------------
+
+
+def _add_continue(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("continue", help="continue a prompt clip offline (WAV, JSON, PNG)")
+    p.add_argument("prompt", type=Path, help="prompt audio (WAV/FLAC/OGG, any rate, downmixed)")
+    p.add_argument("--seconds", type=float, default=8.0, help="continuation length (default 8)")
+    p.add_argument("--preset", default="piano", help="preset name in presets/ or a .toml path")
+    p.add_argument("--seed", type=int, help="sampling seed (default: the preset's)")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="OUT.wav (continuation only); also OUT.full.wav, OUT.json, OUT.png")
+    p.set_defaults(func=_run_continue)
+
+
+def _run_continue(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from continuo.server.audio import load_audio
+    from continuo.server.continuation import STEPS, Continuation
+    from continuo.server.continuation_files import write_continuation
+
+    prompt = load_audio(args.prompt)  # AudioError naming the file when missing or bad
+    pipeline = Continuation(args.preset)
+    with tqdm(total=len(STEPS), desc="continue", unit="step") as bar:
+        def progress(step: str) -> None:
+            bar.set_postfix_str(step)
+            bar.update()
+
+        result = pipeline.generate(prompt.samples[0], prompt.sample_rate, args.seconds,
+                                   seed=args.seed, progress=progress)
+    paths = write_continuation(pipeline, result, args.prompt, args.seconds, args.out)
+    print(f"continued {args.prompt} by {len(result.audio) / result.sample_rate:.2f} s "
+          f"(preset {pipeline.preset.name}, seed {result.seed}): "
+          + ", ".join(f"{kind} {path}" for kind, path in paths.items()))
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -346,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_codec(sub)
+    _add_continue(sub)
     return parser
 
 

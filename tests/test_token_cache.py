@@ -50,10 +50,24 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def varied_codec(data_root: Path) -> SmallCodec:
+    """The tiny codec with codebooks k-means-initialised on the train audio's latents, so its
+    codes follow the music (an untrained quantiser codes nearly every frame alike, and then a
+    test comparing frames cannot tell one frame from its neighbour)."""
+    codec = SmallCodec.from_config(CODEC_75HZ)
+    latents = []
+    with torch.no_grad():
+        for path in sorted((data_root / "train").glob("*.flac")):
+            x = torch.from_numpy(sf.read(path, dtype="float32")[0])[None, None]
+            latents.append(codec.model.encode_latents(x / x.pow(2).mean().sqrt())[0].T)
+    codec.model.init_quantizer(torch.cat(latents))
+    return codec
+
+
 @pytest.fixture(scope="module")
 def model_dir(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("model")
-    SmallCodec.from_config(CODEC_75HZ).save(root / "codec")
+    varied_codec(data_root).save(root / "codec")
     fit_semantic(data_root, root / "semantic", clusters=8)
     return root
 

@@ -1,0 +1,265 @@
+"""Offline continuation: a prompt clip in, the music that follows it out.
+
+Model folder (MODEL_DIR, e.g. models/piano; a preset names it):
+
+    MODEL_DIR/codec/        small-codec folder (model.safetensors + config.json)
+    MODEL_DIR/semantic/     semantic tokenizer (centroids.safetensors + config.json)
+    MODEL_DIR/semantic_lm/  the semantic stage: a `best/` folder written by the LM trainer
+    MODEL_DIR/coarse_lm/    the coarse stage, likewise
+    MODEL_DIR/fine_lm/      the fine stage, likewise
+
+A stage folder is either the trainer's `best/` folder itself or a run folder holding `best/`
+(so `continuo train stage coarse DATA --model-dir MODEL_DIR --out MODEL_DIR/coarse_lm` fills it).
+
+The pipeline (`Continuation.generate`), at the codec's rate and frame grid:
+1. the prompt is resampled to the codec rate and cut to its last `context_s` seconds, trimmed
+   at its start to a whole number of semantic frames (960 samples at 24 kHz = 3 codec frames),
+   so its end, the seam, stays exactly where the caller's clip ends;
+2. semantic tokens of the prompt (S) → the semantic stage adds seconds × 25 tokens;
+3. the coarse stage continues the prompt's coarse codes (frames P = 3·S onwards) conditioned on
+   all semantic tokens; 4. the fine stage adds the fine codes of the new frames;
+5. prompt + new codes are decoded with up to `DECODE_CONTEXT_S` of the prompt as left context,
+   and only the new frames' samples are kept: the continuation starts at frame P exactly.
+Stages whose window is shorter than prompt + continuation continue window by window
+(`fine_windows`), each window repeating the last three quarters of the window as its prompt.
+Nothing here does I/O apart from reading the model folder and calling `progress`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from continuo.server.audio import check_samples, resample
+from continuo.server.errors import AudioError, CheckpointError, ConfigError
+from continuo.server.model.loading import load_stage
+from continuo.server.model.stages import CoarseStage, FineStage, SemanticStage, fine_windows
+from continuo.server.presets import Preset, load_preset
+from continuo.server.tokenizers.codec import EncodedAudio
+from continuo.server.training.token_cache import Tokenizers, model_tokenizers
+
+log = logging.getLogger(__name__)
+
+STAGE_FOLDERS = {"semantic": "semantic_lm", "coarse": "coarse_lm", "fine": "fine_lm"}
+STEPS = ("encode", "semantic", "coarse", "fine", "decode")
+DECODE_CONTEXT_S = 1.0  # prompt audio decoded before the seam so the codec's state is warm
+Progress = Callable[[str], None]  # called with each finished step of STEPS
+
+
+@dataclass(frozen=True)
+class ContinuationResult:
+    """audio [T'] the continuation only; prompt [T] the prompt as used (resampled, trimmed),
+    both at sample_rate (the codec's). semantic [S + N_s], codes [K, P + N] all tokens (prompt
+    first); timings_s per step; tokens: counts of prompt and new tokens and frames."""
+
+    audio: np.ndarray
+    prompt: np.ndarray
+    sample_rate: int
+    semantic: torch.Tensor
+    codes: torch.Tensor
+    seed: int
+    timings_s: dict[str, float] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+
+def stage_folder(model_dir: Path, name: str) -> Path:
+    """The `best/` folder of stage `name` in a model folder; CheckpointError saying how to train
+    it when missing."""
+    folder = Path(model_dir) / STAGE_FOLDERS[name]
+    if (folder / "best").is_dir():
+        return folder / "best"
+    if folder.is_dir():
+        return folder
+    raise CheckpointError(
+        f"{folder}: missing {name} stage; train it with `continuo train stage {name} DATA "
+        f"--model-dir {model_dir} --out {folder}` (or `continuo train all`, then copy "
+        f"RUNS/{name}/best there)"
+    )
+
+
+class Continuation:
+    """The codec, semantic tokenizer and three stages of one preset, loaded once."""
+
+    def __init__(self, preset: Preset | str | Path) -> None:
+        self.preset = preset if isinstance(preset, Preset) else load_preset(preset)
+        model_dir = self.preset.model_path
+        if not model_dir.is_dir():
+            raise CheckpointError(f"{model_dir}: model folder not found (preset "
+                                  f"{self.preset.name!r} model_dir)")
+        folders = {name: stage_folder(model_dir, name) for name in STAGE_FOLDERS}
+        self.tokenizers: Tokenizers = model_tokenizers(model_dir, self.preset.bandwidth_kbps)
+        self.stages: dict[str, tuple[object, nn.Module]] = {
+            name: load_stage(folder) for name, folder in folders.items()
+        }
+        self.folders = folders
+        self._check_stages()
+
+    def _check_stages(self) -> None:
+        kinds = {"semantic": SemanticStage, "coarse": CoarseStage, "fine": FineStage}
+        for name, (stage, _) in self.stages.items():
+            if not isinstance(stage, kinds[name]):
+                raise CheckpointError(f"{self.folders[name]}: holds a {stage.name} stage, "
+                                      f"expected {name}")
+        codec = self.tokenizers.codec
+        for name in ("coarse", "fine"):
+            config = self.stages[name][0].config
+            if (config.n_codebooks, config.codebook_size) != (codec.n_codebooks,
+                                                              codec.codebook_size):
+                raise ConfigError(
+                    f"{self.folders[name]}: {name} stage wants {config.n_codebooks} codebooks of "
+                    f"{config.codebook_size}; the codec at bandwidth_kbps "
+                    f"{self.preset.bandwidth_kbps:g} gives {codec.n_codebooks} of "
+                    f"{codec.codebook_size}"
+                )
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.tokenizers.codec.sample_rate)
+
+    @property
+    def semantic_hop_samples(self) -> int:
+        """Samples per semantic frame (960 at 24 kHz, 3 codec frames of 320)."""
+        return self.tokenizers.frames_per_semantic * self.tokenizers.codec.hop_length
+
+    def prepare_prompt(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """audio [T] at sample_rate → [T'] at the codec rate: the last context_s seconds,
+        trimmed at the start to whole semantic frames. AudioError if too short or bad."""
+        samples = check_samples(np.asarray(audio)[None] if np.ndim(audio) == 1 else audio,
+                                "prompt")
+        if samples.shape[0] != 1:
+            raise AudioError(f"prompt: expected mono audio [T], got shape {np.shape(audio)}")
+        samples = resample(samples, int(sample_rate), self.sample_rate)[0]
+        hop = self.semantic_hop_samples
+        keep = min(len(samples), round(self.preset.context_s * self.sample_rate)) // hop * hop
+        if keep == 0:
+            raise AudioError(f"prompt: {len(samples)} samples at {self.sample_rate} Hz is shorter "
+                             f"than one semantic frame ({hop} samples)")
+        if keep < len(samples):
+            log.info("prompt: kept its last %d samples (%.3f s: context_s %g, whole semantic "
+                     "frames of %d samples)", keep, keep / self.sample_rate,
+                     self.preset.context_s, hop)
+        return samples[len(samples) - keep:]
+
+    def generate(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        seconds: float,
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> ContinuationResult:
+        """audio [T] mono float32 at any rate → `seconds` of continuation (rounded to whole
+        semantic frames) at the codec rate, seeded (same seed, same audio)."""
+        if not (isinstance(seconds, (int, float)) and 0 < seconds <= 600):
+            raise ConfigError(f"seconds must be in (0, 600], got {seconds!r}")
+        seed = self.preset.seed if seed is None else int(seed)
+        gen = torch.Generator().manual_seed(seed)
+        tok, timings = self.tokenizers, {}
+        n_new_sem = max(1, round(seconds * tok.semantic.frame_rate))
+        step = _Steps(timings, progress)
+
+        prompt = self.prepare_prompt(audio, sample_rate)
+        with step("encode"):
+            semantic = torch.from_numpy(tok.semantic.tokenize(prompt, self.sample_rate)).long()
+            x = torch.from_numpy(prompt)[None, None].expand(1, tok.codec.channels, -1)
+            encoded = tok.codec.encode(x)
+            n_sem = len(prompt) // self.semantic_hop_samples
+            semantic = semantic[None, :n_sem]
+            codes = encoded.codes[:, :, : n_sem * tok.frames_per_semantic]  # [1, K, P]
+        with step("semantic"):
+            semantic = self._semantic(semantic, n_new_sem, gen)
+        with step("coarse"):
+            coarse = self._coarse(semantic, codes, gen)
+        with step("fine"):
+            fine_stage, fine_model = self.stages["fine"]
+            q = fine_stage.config.n_coarse
+            fine = fine_stage.generate(fine_model, coarse, codes[:, q:],
+                                       self.preset.fine.params(), gen)
+            all_codes = torch.cat([coarse, torch.cat([codes[:, q:], fine], dim=2)], dim=1)
+        with step("decode"):
+            out = self._decode(all_codes, codes.shape[2], encoded.scale)
+        n_prompt, n_total = codes.shape[2], all_codes.shape[2]
+        return ContinuationResult(
+            audio=out, prompt=prompt, sample_rate=self.sample_rate, semantic=semantic[0],
+            codes=all_codes[0], seed=seed, timings_s=timings,
+            tokens={"prompt_semantic": n_sem, "new_semantic": semantic.shape[1] - n_sem,
+                    "prompt_frames": n_prompt, "new_frames": n_total - n_prompt},
+        )
+
+    def _semantic(self, prompt: torch.Tensor, n_new: int, gen: torch.Generator) -> torch.Tensor:
+        """prompt [1, S] → [1, S + n_new], window by window."""
+        stage, model = self.stages["semantic"]
+        window = stage.config.window_tokens
+        tokens = prompt
+        for start, done, end in _windows(prompt.shape[1], prompt.shape[1] + n_new, window):
+            new = stage.generate(model, tokens[:, start:done], end - done,
+                                 self.preset.semantic.params(), gen)
+            tokens = torch.cat([tokens, new], dim=1)
+        return tokens
+
+    def _coarse(self, semantic: torch.Tensor, codes: torch.Tensor,
+                gen: torch.Generator) -> torch.Tensor:
+        """semantic [1, S + N] and prompt codes [1, K, P] → coarse codes [1, Q', 3(S + N)]."""
+        stage, model = self.stages["coarse"]
+        fps, q = stage.config.frames_per_semantic, stage.config.n_coarse
+        coarse = codes[:, :q]
+        window = stage.config.window_frames // fps
+        for start, done, end in _windows(codes.shape[2] // fps, semantic.shape[1], window):
+            known = coarse[:, :, start * fps: done * fps]
+            new = stage.generate(model, semantic[:, start:end], known, (end - done) * fps,
+                                 self.preset.coarse.params(), gen)
+            coarse = torch.cat([coarse, new], dim=2)
+        return coarse
+
+    def _decode(self, codes: torch.Tensor, n_prompt: int, scale: torch.Tensor | None) -> np.ndarray:
+        """codes [1, K, P + N] → the samples of frames P.. (mono [N · hop]), decoded with up to
+        DECODE_CONTEXT_S of prompt frames before them."""
+        codec = self.tokenizers.codec
+        left = min(n_prompt, math.ceil(DECODE_CONTEXT_S * codec.frame_rate))
+        audio = codec.decode(EncodedAudio(codes[:, :, n_prompt - left:], scale))  # [1, C, T]
+        hop = codec.hop_length
+        n_new = codes.shape[2] - n_prompt
+        out = audio[0].mean(dim=0)[left * hop: (left + n_new) * hop]
+        if out.shape[0] != n_new * hop:
+            raise RuntimeError(f"codec decoded {audio.shape[-1]} samples for "
+                               f"{left + n_new} frames of {hop}")
+        return out.float().cpu().numpy()
+
+
+def _windows(n_known: int, n_total: int, window: int) -> list[tuple[int, int, int]]:
+    """(start, first new, end) token windows of at most `window`, each repeating three quarters
+    of a window (or all known tokens) as its prompt."""
+    if n_total <= window:
+        return [(0, n_known, n_total)] if n_total > n_known else []
+    return fine_windows(n_known, n_total, window, max(1, window * 3 // 4))
+
+
+class _Steps:
+    """Times each step into `timings` and reports it to `progress` when it ends."""
+
+    def __init__(self, timings: dict[str, float], progress: Progress | None) -> None:
+        self.timings, self.progress = timings, progress
+
+    def __call__(self, name: str) -> _Step:
+        return _Step(self, name)
+
+
+class _Step:
+    def __init__(self, steps: _Steps, name: str) -> None:
+        self.steps, self.name = steps, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.steps.timings[self.name] = time.perf_counter() - self.start
+        if exc[0] is None and self.steps.progress is not None:
+            self.steps.progress(self.name)

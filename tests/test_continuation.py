@@ -1,0 +1,193 @@
+"""Offline continuation through a tiny model folder (tiny random codec, tiny fitted semantic
+tokenizer, stages trained for a few steps on rendered piano): lengths, seeds, the seam, the CLI's
+files, presets and errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from audio_fixtures import progression_notes, render_piano
+from test_token_cache import KBPS, data_root, fit_semantic, varied_codec  # noqa: F401 (fixture)
+
+from continuo.server.cli import main
+from continuo.server.continuation import Continuation
+from continuo.server.errors import AudioError, CheckpointError, ConfigError
+from continuo.server.model.loading import new_stage
+from continuo.server.model.stage_config import CoarseStageConfig
+from continuo.server.model.stages import CoarseStage
+from continuo.server.presets import Preset, load_preset
+from continuo.server.tokenizers.codec import EncodedAudio
+from continuo.server.training.distributed import Distributed
+from continuo.server.training.lm_trainer import LMTrainConfig, LMTrainer
+from continuo.server.training.token_cache import ensure_token_cache, model_tokenizers
+
+SR = 24000
+WINDOW_S = 0.48  # 12 semantic tokens, 36 frames: prompt + continuation need several windows
+LAYOUTS = {"semantic": "flat", "coarse": "delay", "fine": "flat"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    root = tmp_path_factory.mktemp("model")
+    varied_codec(data_root).save(root / "codec")
+    fit_semantic(data_root, root / "semantic", clusters=8)
+    tokenizers = model_tokenizers(root, bandwidth_kbps=KBPS)
+    cache = ensure_token_cache(data_root, tmp_path_factory.mktemp("tokens"), tokenizers, False)
+    config = LMTrainConfig(steps=3, batch_size=2, crop_seconds=WINDOW_S, warmup_steps=1,
+                           learning_rate=1e-2, eval_windows=2, eval_every=1000, device="cpu")
+    for name, layout in LAYOUTS.items():
+        stage = new_stage(name, cache.meta["tokenizers"], "tiny", layout, window_s=WINDOW_S)
+        LMTrainer(stage, cache.folder, root / f"{name}_lm", config, False, Distributed()).run()
+    return root
+
+
+def write_preset(folder: Path, model_dir: Path, extra: str = "", **sampling: float) -> Path:
+    temperature = sampling.get("temperature", 1.0)
+    stages = "".join(f"[{n}]\ntemperature = {temperature}\n" for n in LAYOUTS)
+    path = folder / "tiny.toml"
+    path.write_text(f'model_dir = "{model_dir}"\nbandwidth_kbps = {KBPS}\ncontext_s = 0.5\n'
+                    f"{extra}{stages}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Continuation:
+    return Continuation(write_preset(tmp_path_factory.mktemp("preset"), model_dir))
+
+
+@pytest.fixture(scope="module")
+def piano() -> np.ndarray:
+    """~2 s of rendered piano at 44.1 kHz (the pipeline resamples it)."""
+    return render_piano(progression_notes(), 44100)[:88200]
+
+
+def test_continuation_has_exact_length_and_keeps_the_prompt_tail(
+    pipeline: Continuation, piano: np.ndarray
+) -> None:
+    steps: list[str] = []
+    result = pipeline.generate(piano, 44100, seconds=0.6, seed=1, progress=steps.append)
+    assert steps == ["encode", "semantic", "coarse", "fine", "decode"]
+    assert set(result.timings_s) == set(steps)
+    # 0.6 s = 15 semantic tokens = 45 frames of 320 samples; prompt 0.5 s → 12 tokens (11520)
+    assert result.audio.shape == (15 * 3 * 320,) and result.audio.dtype == np.float32
+    assert len(result.prompt) == 12 * 960 and result.sample_rate == SR
+    assert result.tokens == {"prompt_semantic": 12, "new_semantic": 15, "prompt_frames": 36,
+                             "new_frames": 45}
+    assert result.codes.shape == (4, 81) and result.semantic.shape == (27,)
+    assert np.isfinite(result.audio).all() and np.abs(result.audio).max() > 0
+    whole = pipeline.generate(piano, 44100, seconds=1.0, seed=1)
+    assert whole.audio.shape == (25 * 960,)
+
+
+def test_same_seed_same_audio_other_seed_other_audio(pipeline: Continuation,
+                                                     piano: np.ndarray) -> None:
+    a = pipeline.generate(piano, 44100, seconds=0.4, seed=7)
+    b = pipeline.generate(piano, 44100, seconds=0.4, seed=7)
+    c = pipeline.generate(piano, 44100, seconds=0.4, seed=8)
+    np.testing.assert_array_equal(a.audio, b.audio)
+    assert torch.equal(a.codes, b.codes)
+    assert not torch.equal(a.codes, c.codes)
+
+
+class RecordingCoarse(CoarseStage):
+    """The real coarse stage, also noting each window's known codes [Q', n] and new frames."""
+
+    def __init__(self, config: CoarseStageConfig) -> None:
+        super().__init__(config)
+        self.calls: list[tuple[torch.Tensor, int]] = []
+
+    def generate(self, model, semantic, prompt, n_new=None, params=None,
+                 generator=None) -> torch.Tensor:
+        new = super().generate(model, semantic, prompt, n_new, params, generator)
+        self.calls.append((prompt[0].clone(), new.shape[2]))
+        return new
+
+
+def test_continuation_starts_at_the_frame_after_the_prompt(
+    model_dir: Path, tmp_path: Path, piano: np.ndarray
+) -> None:
+    greedy = Continuation(write_preset(tmp_path, model_dir, temperature=0.0))
+    stage, model = greedy.stages["coarse"]
+    greedy.stages["coarse"] = (RecordingCoarse(stage.config), model)
+    result = greedy.generate(piano, 44100, seconds=0.6)
+    codec, tok = greedy.tokenizers.codec, greedy.tokenizers
+    encoded = codec.encode(torch.from_numpy(result.prompt)[None, None])
+    n_prompt = result.tokens["prompt_frames"]
+    # the prompt's tokens open both streams unchanged, the new ones follow with none missing
+    assert torch.equal(result.codes[:, :n_prompt], encoded.codes[0, :, :n_prompt])
+    assert torch.equal(result.semantic[:12],
+                       torch.from_numpy(tok.semantic.tokenize(result.prompt, SR)).long())
+    # every coarse window was fed the codes right up to the frame it continues from: the
+    # prompt's own codes first (its last frame P - 1 included), then the frames made before
+    calls = greedy.stages["coarse"][0].calls
+    assert [n for _, n in calls] == [9] * 5  # windows of 12 tokens, 9 known, 3 new
+    done = n_prompt
+    assert torch.equal(calls[0][0], encoded.codes[0, :3, n_prompt - calls[0][0].shape[1]:
+                                                  n_prompt])
+    for known, n_new in calls:
+        assert known.shape[1] > 0
+        assert torch.equal(known, result.codes[:3, done - known.shape[1]: done])
+        done += n_new
+    assert done == result.codes.shape[1]
+    # audio = the decoded frames P.. of prompt + continuation codes, nothing repeated
+    full = codec.decode(EncodedAudio(result.codes[None], encoded.scale))[0, 0].numpy()
+    np.testing.assert_allclose(result.audio, full[n_prompt * 320:], atol=1e-5)
+
+
+def test_cli_writes_wav_json_png(model_dir: Path, tmp_path: Path, piano: np.ndarray,
+                                 capsys: pytest.CaptureFixture) -> None:
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, piano, 44100)
+    preset = write_preset(tmp_path, model_dir)
+    out = tmp_path / "out" / "cont.wav"
+    assert main(["continue", str(prompt), "--seconds", "0.4", "--preset", str(preset),
+                 "--seed", "3", "-o", str(out)]) == 0
+    assert "continued" in capsys.readouterr().out
+    audio, rate = sf.read(out)
+    assert rate == SR and audio.shape == (10 * 960,)
+    full, _ = sf.read(tmp_path / "out" / "cont.full.wav")
+    assert full.shape == (22 * 960,)
+    meta = json.loads((tmp_path / "out" / "cont.json").read_text())
+    assert meta["seed"] == 3 and meta["seconds"] == 0.4 and meta["prompt"]["path"] == str(prompt)
+    assert set(meta["model_sha256"]) == {"codec", "semantic", "semantic_lm", "coarse_lm",
+                                         "fine_lm"}
+    assert meta["preset"]["name"] == "tiny" and set(meta["timings_s"]) >= {"semantic", "fine"}
+    assert (tmp_path / "out" / "cont.png").stat().st_size > 10_000
+
+
+def test_cli_names_missing_prompt_and_missing_stage(model_dir: Path, tmp_path: Path,
+                                                    piano: np.ndarray,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    out = str(tmp_path / "o.wav")
+    preset = write_preset(tmp_path, model_dir)
+    assert main(["continue", str(tmp_path / "none.wav"), "--preset", str(preset), "-o", out]) == 2
+    assert "none.wav" in capsys.readouterr().err
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    shutil.rmtree(broken / "fine_lm")
+    with pytest.raises(CheckpointError, match=r"fine_lm: missing fine stage.*train stage fine"):
+        Continuation(write_preset(tmp_path, broken))
+    with pytest.raises(AudioError, match="shorter than one semantic frame"):
+        Continuation(write_preset(tmp_path, model_dir)).generate(piano[:500], 44100, 1.0)
+
+
+def test_presets_validate_and_name_the_key(tmp_path: Path) -> None:
+    piano = load_preset("piano")
+    assert piano.name == "piano" and piano.model_path.name == "piano"
+    assert load_preset("realtime").coarse.temperature < piano.coarse.temperature
+    with pytest.raises(ConfigError, match=r"available presets: .*piano.*realtime"):
+        load_preset("nosuch")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("context_s = -1\n[coarse]\ntop_p = 2.0\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml.*context_s.*coarse\.top_p"):
+        load_preset(bad)
+    bad.write_text("temprature = 1.0\n")
+    with pytest.raises(ConfigError, match="temprature"):
+        load_preset(bad)
+    assert Preset().semantic.params().temperature == 1.0
