@@ -23,9 +23,10 @@ SEMANTIC_HZ, CODEC_HZ = 25.0, 75.0
 
 class SemanticToyStage:
     name = "semantic_toy"
+    vocab_size = SEMANTIC_VOCAB
 
     def __init__(self, **overrides: object) -> None:
-        self._config = DecoderConfig.tiny(vocab_size=SEMANTIC_VOCAB, **overrides)
+        self._config = DecoderConfig.tiny(vocab_size=self.vocab_size, **overrides)
 
     @property
     def decoder_config(self) -> DecoderConfig:
@@ -38,19 +39,9 @@ class SemanticToyStage:
         return TrainingExample(window.semantic[:-1], window.semantic[1:])
 
 
-class CoarseToyStage:
+class CoarseToyStage(SemanticToyStage):
     name = "coarse_toy"
-
-    def __init__(self, **overrides: object) -> None:
-        vocab = SEMANTIC_VOCAB + CODEBOOK_SIZE
-        self._config = DecoderConfig.tiny(vocab_size=vocab, **overrides)
-
-    @property
-    def decoder_config(self) -> DecoderConfig:
-        return self._config
-
-    def build_model(self) -> Decoder:
-        return Decoder(self._config)
+    vocab_size = SEMANTIC_VOCAB + CODEBOOK_SIZE
 
     def example(self, window: TokenWindow) -> TrainingExample:
         seq = torch.cat([window.semantic, window.acoustic[0] + SEMANTIC_VOCAB])
