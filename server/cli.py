@@ -10,7 +10,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 # Before torch is imported (lazily, by the commands): OpenMP's default busy-waiting made a
@@ -386,8 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (kill, a scheduler) and SIGINT (Ctrl-C; ignored by default in background jobs)
+    # both end a command the way Ctrl-C does: training saves its checkpoint, data its manifest.
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -400,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("continuo: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for sig, previous in handlers.items():  # main() may run inside another program
+            signal.signal(sig, previous)
     return 0
 
 

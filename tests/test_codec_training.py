@@ -130,8 +130,11 @@ def test_empty_valid_split_is_a_data_error(data_dir: Path, tmp_path: Path) -> No
         train_codec(tmp_path, tmp_path / "run", TINY, quick(), progress=False)
 
 
-def test_cli_ctrl_c_saves_a_checkpoint(data_dir: Path, tmp_path: Path) -> None:
-    """`continuo train codec` interrupted with SIGINT exits 130 after saving its state."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_cli_ctrl_c_or_kill_saves_a_checkpoint(data_dir: Path, tmp_path: Path,
+                                                signum: int) -> None:
+    """`continuo train codec` interrupted by SIGINT (Ctrl-C) or SIGTERM (kill) exits 130 after
+    saving its state."""
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "continuo.server.cli", "train", "codec", str(data_dir),
            "--out", str(run), "--batch-size", "2", "--crop-seconds", "0.25", "--device", "cpu"]
@@ -152,7 +155,7 @@ def test_cli_ctrl_c_saves_a_checkpoint(data_dir: Path, tmp_path: Path) -> None:
             if steps and max(steps) >= 3:  # tqdm's counter "12step [00:04, ...": steps done
                 break
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         proc.wait(timeout=60)
     finally:
         proc.kill()
