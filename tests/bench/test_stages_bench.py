@@ -193,5 +193,9 @@ def test_vs_audiolm_pytorch(
             print(f"  {size}: ours {layout} {ratios[size, layout]:.1f}x faster end to end "
                   f"than audiolm-pytorch" + (" (target >= 20x)" if layout == "flat" else ""))
     sys.stdout.flush()
-    for size in SIZES:
-        assert ratios[size, "flat"] >= VS_AUDIOLM_TARGET
+    missed = {size: round(ratios[size, "flat"], 1) for size in SIZES
+              if ratios[size, "flat"] < VS_AUDIOLM_TARGET}
+    assert not missed, (
+        f"flat layout (equal configuration) under {VS_AUDIOLM_TARGET:.0f}x audiolm-pytorch's "
+        f"speed at {missed}"
+    )
