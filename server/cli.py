@@ -112,6 +112,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
     p.add_argument("--eval-clips", type=int, default=20, help="held-out clips (10 s each)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
+    p.add_argument("--wave-weight", type=float, default=0.1,
+                   help="weight of the L1 waveform loss (default 0.1, EnCodec's; 1.0 gained "
+                        "~1 dB SI-SDR in a fine-tune here)")
     p.add_argument("--init-from", type=Path,
                    help="codec folder a new run starts from (e.g. models/piano/codec): "
                         "weights and step count, fresh optimiser")
@@ -172,6 +175,7 @@ def _add_train_lm_common(p: argparse.ArgumentParser, cache_default: str) -> None
 
 def _run_train_codec(args: argparse.Namespace) -> None:
     from continuo.server.tokenizers.small_codec import SmallCodecConfig
+    from continuo.server.training.codec_losses import CodecLossWeights
     from continuo.server.training.codec_trainer import CodecTrainConfig, train_codec
 
     model = SmallCodecConfig.for_frame_rate(args.frame_rate, decoder=args.decoder,
@@ -181,6 +185,7 @@ def _run_train_codec(args: argparse.Namespace) -> None:
         crop_seconds=args.crop_seconds, learning_rate=args.lr, warmup_steps=args.warmup_steps,
         discriminator=args.discriminator, eval_every=args.eval_every,
         eval_clips=args.eval_clips, device=args.device, init_from=args.init_from,
+        loss_weights=CodecLossWeights(wave=args.wave_weight),
     )
     summary = train_codec(args.data, args.out, model, config)
     print(f"stopped by {summary.stopped_by} at step {summary.step} (this sitting from "
