@@ -65,8 +65,9 @@ def write_roundtrip(result: Roundtrip, out: Path, plot: Path | None, info: dict)
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     if plot is not None:
         plot_continuation(result.original, result.decoded, result.sample_rate, plot,
-                          title=f"{info.get('codec', 'codec')}: original | reconstruction",
-                          seam_label="original | reconstruction")
+                          title=f"codec {'/'.join(Path(info.get('codec', '')).parts[-2:])}, "
+                                f"{info.get('bandwidth_kbps')} kbps: original | reconstruction",
+                          labels=("original", "reconstruction"))
     return sidecar
 
 

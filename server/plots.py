@@ -16,7 +16,7 @@ def plot_continuation(
     sample_rate: int,
     path: Path,
     title: str = "",
-    seam_label: str = "seam",
+    labels: tuple[str, str] = ("prompt", "continuation"),
 ) -> Path:
     """Waveform (top) and log-mel spectrogram (bottom) of prompt ++ continuation, seam marked.
 
@@ -38,8 +38,8 @@ def plot_continuation(
 
     fig, (ax_wave, ax_spec) = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
     split = len(prompt)
-    ax_wave.plot(t[:split], audio[:split], lw=0.4, color="tab:blue", label="prompt")
-    ax_wave.plot(t[split:], audio[split:], lw=0.4, color="tab:orange", label="continuation")
+    ax_wave.plot(t[:split], audio[:split], lw=0.4, color="tab:blue", label=labels[0])
+    ax_wave.plot(t[split:], audio[split:], lw=0.4, color="tab:orange", label=labels[1])
     ax_wave.set_ylabel("amplitude")
     ax_wave.legend(loc="upper right")
     ax_spec.imshow(
@@ -53,7 +53,7 @@ def plot_continuation(
     ax_spec.set_xlabel("seconds")
     for ax in (ax_wave, ax_spec):
         ax.axvline(seam_s, color="white" if ax is ax_spec else "black", ls="--", lw=1.2)
-    ax_wave.annotate(seam_label, (seam_s, ax_wave.get_ylim()[1]), ha="left", va="top")
+    ax_wave.annotate("seam", (seam_s, ax_wave.get_ylim()[1]), ha="left", va="top")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
