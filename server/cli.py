@@ -259,7 +259,8 @@ def _add_codec(sub: argparse._SubParsersAction) -> None:
     p.add_argument("codec", help=spec_help)
     p.add_argument("data", type=Path, help="data folder with manifest.json")
     p.add_argument("--split", default="valid", help="manifest split (default valid)")
-    p.add_argument("--clips", type=int, default=20, help="clips (default 20)")
+    p.add_argument("--clips", type=int, default=20,
+                   help="clips, evenly spread through the split as in training (default 20)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds of each clip")
     p.add_argument("--weights-dir", type=Path, help="folder holding EnCodec's .th weights")
     p.add_argument("--out", type=Path, help="also write the Markdown table here")
@@ -290,9 +291,10 @@ def _run_codec_eval(args: argparse.Namespace) -> None:
     from continuo.server.data.manifest import load_manifest
     from continuo.server.evaluation.codec_metrics import evaluate_codec, format_codec_table
     from continuo.server.tokenizers.loading import load_codec
+    from continuo.server.training.codec_trainer import spread
 
     codec = load_codec(args.codec, weights_dir=args.weights_dir)
-    items = load_manifest(args.data).split(args.split)[: args.clips]
+    items = spread(load_manifest(args.data).split(args.split), args.clips)  # as training does
     if not items:
         raise ContinuoError(f"{args.data}: no items in split {args.split!r}")
     results = evaluate_codec(codec, items, seconds=args.seconds)
