@@ -99,3 +99,12 @@ def test_export_float16_loads_back_with_nearly_the_same_output(model_dir: Path,
     encoded = one.encode(audio)
     a, b = one.decode(encoded), two.decode(encoded)
     assert 0 < (a - b).abs().max() < 0.01 * a.abs().max()  # rounded, but barely
+
+
+def test_embedded_codec_loads_with_its_hash_and_codes_the_bundled_clip() -> None:
+    codec = SmallCodec.load(DEFAULT_MODEL_DIR / "codec")  # safetensors + sha256 check
+    codec.bandwidth_kbps = 6.0
+    audio = torch.from_numpy(sf.read(DEFAULT_MODEL_DIR / "clip.flac", dtype="float32")[0])
+    encoded = codec.encode(audio[None, None, : 2 * codec.sample_rate])
+    assert encoded.codes.shape == (1, 8, 150)
+    assert encoded.codes.unique().numel() > 100  # a trained quantiser uses many codes
