@@ -230,9 +230,7 @@ class CoarseStage(_AcousticStage):
 
     name = "coarse"
     _predicted = "coarse"
-
-    def __init__(self, config: CoarseStageConfig) -> None:
-        super().__init__(config)
+    config: CoarseStageConfig
 
     @property
     def n_levels(self) -> int:
@@ -321,9 +319,7 @@ class FineStage(_AcousticStage):
 
     name = "fine"
     _predicted = "fine"
-
-    def __init__(self, config: FineStageConfig) -> None:
-        super().__init__(config)
+    config: FineStageConfig
 
     @property
     def n_levels(self) -> int:

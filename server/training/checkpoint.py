@@ -20,6 +20,8 @@ import hashlib
 import json
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,8 +82,23 @@ def _write_model_files(
     (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
 
 
-def _replace_folder(tmp: Path, folder: Path) -> None:
-    """Move the finished `tmp` folder to `folder`, removing the previous one."""
+@contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """Write a folder atomically: yields an empty folder beside `folder` to fill; on success
+    its files are made as readable as the folder (safetensors and torch.save write 0600 files)
+    and it replaces `folder` (a previous one is removed); on failure it is removed."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        mode = tmp.stat().st_mode & 0o666
+        for path in tmp.iterdir():
+            path.chmod(mode)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = folder.with_name(folder.name + ".old")
     if old.exists():
         shutil.rmtree(old)
@@ -92,32 +109,14 @@ def _replace_folder(tmp: Path, folder: Path) -> None:
         shutil.rmtree(old)
 
 
-def _fresh_tmp(folder: Path) -> Path:
-    """An empty folder beside `folder`, with the permissions `mkdir` gives (umask respected)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:12]}")
-    tmp.mkdir()
-    return tmp
-
-
-def _finish_permissions(tmp: Path) -> None:
-    """Files as readable as their folder (safetensors and torch.save write 0600 files)."""
-    mode = tmp.stat().st_mode & 0o666
-    for path in tmp.iterdir():
-        path.chmod(mode)
-
-
 def save_model_folder(
     folder: Path, state_dict: dict[str, torch.Tensor], kind: str, config: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write `folder` (model.safetensors + config.json) atomically; returns the folder."""
-    folder = Path(folder)
-    tmp = _fresh_tmp(folder)
-    _write_model_files(tmp, state_dict, kind, config, extra)
-    _finish_permissions(tmp)
-    _replace_folder(tmp, folder)
-    return folder
+    with atomic_folder(folder) as tmp:
+        _write_model_files(tmp, state_dict, kind, config, extra)
+    return Path(folder)
 
 
 def _existing(folder: Path) -> Path:
@@ -162,14 +161,13 @@ def save_training_checkpoint(
     state: dict[str, Any],
 ) -> Path:
     """Write a resumable checkpoint folder atomically (the torch RNG state is taken here)."""
-    folder = Path(folder)
-    tmp = _fresh_tmp(folder)
-    _write_model_files(tmp, model_state, kind, config, {"step": state.get("step")})
-    torch.save({"optimizers": optimizers, "torch_rng": torch.get_rng_state()}, tmp / TRAINING_NAME)
-    (tmp / STATE_NAME).write_text(json.dumps(state, indent=1, default=str) + "\n", encoding="utf-8")
-    _finish_permissions(tmp)
-    _replace_folder(tmp, folder)
-    return folder
+    with atomic_folder(folder) as tmp:
+        _write_model_files(tmp, model_state, kind, config, {"step": state.get("step")})
+        torch.save({"optimizers": optimizers, "torch_rng": torch.get_rng_state()},
+                   tmp / TRAINING_NAME)
+        (tmp / STATE_NAME).write_text(json.dumps(state, indent=1, default=str) + "\n",
+                                      encoding="utf-8")
+    return Path(folder)
 
 
 def has_checkpoint(folder: Path) -> bool:

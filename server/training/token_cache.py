@@ -47,7 +47,7 @@ from continuo.server.model.stage_api import TokenWindow
 from continuo.server.tokenizers.codec import ENCODEC_CHECKPOINTS, AcousticCodec
 from continuo.server.tokenizers.loading import load_codec
 from continuo.server.tokenizers.semantic import SemanticTokenizer
-from continuo.server.training.checkpoint import _fresh_tmp, _replace_folder, file_sha256
+from continuo.server.training.checkpoint import atomic_folder, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -238,18 +238,17 @@ class TokenCache:
 def write_token_cache(folder: Path, splits: dict[str, TokenSplit], meta: dict[str, Any]) -> Path:
     """Write split files and cache.json (`meta` + format, version and split hashes)
     atomically. `meta` needs "tokenizers" (codec and semantic frame rates at least)."""
-    folder = Path(folder)
-    tmp = _fresh_tmp(folder)
-    split_meta = {}
-    for name, split in splits.items():
-        path = tmp / f"{name}.safetensors"
-        safetensors.torch.save_file({k: v.contiguous() for k, v in split.to_tensors().items()},
-                                    path)
-        split_meta[name] = {**meta.get("splits", {}).get(name, {}), "sha256": file_sha256(path)}
-    full = {**meta, "format": CACHE_FORMAT, "version": CACHE_VERSION, "splits": split_meta}
-    (tmp / META_NAME).write_text(json.dumps(full, indent=1) + "\n", encoding="utf-8")
-    _replace_folder(tmp, folder)
-    return folder
+    with atomic_folder(folder) as tmp:
+        split_meta = {}
+        for name, split in splits.items():
+            path = tmp / f"{name}.safetensors"
+            tensors = {k: v.contiguous() for k, v in split.to_tensors().items()}
+            safetensors.torch.save_file(tensors, path)
+            split_meta[name] = {**meta.get("splits", {}).get(name, {}),
+                                "sha256": file_sha256(path)}
+        full = {**meta, "format": CACHE_FORMAT, "version": CACHE_VERSION, "splits": split_meta}
+        (tmp / META_NAME).write_text(json.dumps(full, indent=1) + "\n", encoding="utf-8")
+    return Path(folder)
 
 
 def open_token_cache(folder: Path) -> TokenCache:
