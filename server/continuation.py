@@ -155,9 +155,11 @@ class Continuation:
         seconds: float,
         seed: int | None = None,
         progress: Progress | None = None,
+        acoustic_only: bool = False,
     ) -> ContinuationResult:
         """audio [T] mono float32 at any rate → `seconds` of continuation (rounded to whole
-        semantic frames) at the codec rate, seeded (same seed, same audio)."""
+        semantic frames) at the codec rate, seeded (same seed, same audio). acoustic_only: the
+        paper's ablation — no semantic stage, the coarse stage continues acoustic codes alone."""
         if not (isinstance(seconds, (int, float)) and 0 < seconds <= 600):
             raise ConfigError(f"seconds must be in (0, 600], got {seconds!r}")
         seed = self.preset.seed if seed is None else int(seed)
@@ -174,10 +176,12 @@ class Continuation:
             n_sem = len(prompt) // self.semantic_hop_samples
             semantic = semantic[None, :n_sem]
             codes = encoded.codes[:, :, : n_sem * tok.frames_per_semantic]  # [1, K, P]
+        n_frames = (n_sem + n_new_sem) * tok.frames_per_semantic
         with step("semantic"):
-            semantic = self._semantic(semantic, n_new_sem, gen)
+            if not acoustic_only:
+                semantic = self._semantic(semantic, n_new_sem, gen)
         with step("coarse"):
-            coarse = self._coarse(semantic, codes, gen)
+            coarse = self._coarse(None if acoustic_only else semantic, codes, n_frames, gen)
         with step("fine"):
             fine_stage, fine_model = self.stages["fine"]
             q = fine_stage.config.n_coarse
@@ -205,16 +209,19 @@ class Continuation:
             tokens = torch.cat([tokens, new], dim=1)
         return tokens
 
-    def _coarse(self, semantic: torch.Tensor, codes: torch.Tensor,
+    def _coarse(self, semantic: torch.Tensor | None, codes: torch.Tensor, n_frames: int,
                 gen: torch.Generator) -> torch.Tensor:
-        """semantic [1, S + N] and prompt codes [1, K, P] → coarse codes [1, Q', 3(S + N)]."""
+        """semantic [1, S + N] (None: acoustic only) and prompt codes [1, K, P] → coarse codes
+        [1, Q', n_frames], n_frames = 3(S + N), window by window."""
         stage, model = self.stages["coarse"]
-        fps, q = stage.config.frames_per_semantic, stage.config.n_coarse
+        q = stage.config.n_coarse
+        unit = 1 if semantic is None else stage.config.frames_per_semantic  # frames per step
         coarse = codes[:, :q]
-        window = stage.config.window_frames // fps
-        for start, done, end in _windows(codes.shape[2] // fps, semantic.shape[1], window):
-            known = coarse[:, :, start * fps: done * fps]
-            new = stage.generate(model, semantic[:, start:end], known, (end - done) * fps,
+        window = stage.config.window_frames // unit
+        for start, done, end in _windows(codes.shape[2] // unit, n_frames // unit, window):
+            known = coarse[:, :, start * unit: done * unit]
+            cond = None if semantic is None else semantic[:, start:end]
+            new = stage.generate(model, cond, known, (end - done) * unit,
                                  self.preset.coarse.params(), gen)
             coarse = torch.cat([coarse, new], dim=2)
         return coarse

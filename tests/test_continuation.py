@@ -85,6 +85,17 @@ def test_continuation_has_exact_length_and_keeps_the_prompt_tail(
     assert whole.audio.shape == (25 * 960,)
 
 
+def test_acoustic_only_ablation_skips_the_semantic_stage(pipeline: Continuation,
+                                                         piano: np.ndarray) -> None:
+    full = pipeline.generate(piano, 44100, seconds=0.6, seed=1)
+    ablation = pipeline.generate(piano, 44100, seconds=0.6, seed=1, acoustic_only=True)
+    assert ablation.audio.shape == full.audio.shape
+    assert ablation.tokens["new_semantic"] == 0 and ablation.semantic.shape == (12,)
+    assert ablation.codes.shape == full.codes.shape
+    assert torch.equal(ablation.codes[:, :36], full.codes[:, :36])  # the prompt's own codes
+    assert not torch.equal(ablation.codes[:, 36:], full.codes[:, 36:])
+
+
 def test_same_seed_same_audio_other_seed_other_audio(pipeline: Continuation,
                                                      piano: np.ndarray) -> None:
     a = pipeline.generate(piano, 44100, seconds=0.4, seed=7)

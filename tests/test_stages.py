@@ -319,3 +319,28 @@ def test_configs_round_trip_through_json(kind, layout) -> None:
     assert config_from_dict(type(config), data) == config
     with pytest.raises(ConfigError, match="unknown"):
         config_from_dict(type(config), {**data, "temprature": 1.0})
+
+
+@pytest.mark.parametrize("layout", ["flat", "delay"])
+def test_semantic_dropout_trains_the_acoustic_only_ablation(layout) -> None:
+    """With semantic_dropout, about that share of coarse examples start at SEP (no semantic
+    tokens, no loss change on the codes), and generation without semantics continues the
+    prompt's coarse codes at frame P."""
+    torch.manual_seed(0)
+    window = four_bars()
+    plain = make_stage("coarse", layout).example(window)
+    stage = make_stage("coarse", layout, semantic_dropout=0.3)
+    lengths = [stage.example(window).inputs.shape[-1] for _ in range(400)]
+    n_sem = window.semantic.shape[0]
+    assert set(lengths) == {plain.inputs.shape[-1], plain.inputs.shape[-1] - n_sem}
+    dropped = sum(length < plain.inputs.shape[-1] for length in lengths) / len(lengths)
+    assert 0.22 < dropped < 0.38
+    model = stage.build_model().eval()
+    prompt = window.acoustic[None, :Q, :18]
+    out = stage.generate(model, None, prompt, 6, GREEDY)
+    assert out.shape == (1, Q, 6)
+    assert out.min() >= 0 and out.max() < V
+    with pytest.raises(ValueError, match="n_new"):
+        stage.generate(model, None, prompt)
+    with pytest.raises(ConfigError, match="semantic_dropout"):
+        make_stage("coarse", layout, semantic_dropout=1.0)

@@ -41,6 +41,7 @@ STAGES: dict[str, tuple[type, type]] = {
 }
 STAGE_NAMES = tuple(STAGES)
 DEFAULT_N_COARSE = 3  # Q' of the stage configs' default (3 of 8 codebooks)
+SEMANTIC_DROPOUT = 0.15  # coarse windows trained without semantics: the acoustic-only ablation
 
 
 def stage_to_dict(stage: Stage) -> dict[str, Any]:
@@ -123,7 +124,8 @@ def new_stage(
         raise ConfigError(f"tokenizer description lacks {err} (needs codec frame_rate, "
                           "n_codebooks, codebook_size; semantic frame_rate, vocab_size)") from err
     if name == "coarse":
-        return CoarseStage(CoarseStageConfig.preset(size, **values))
+        return CoarseStage(CoarseStageConfig.preset(size, semantic_dropout=SEMANTIC_DROPOUT,
+                                                    **values))
     if window_s is not None:
         values["context_s"] = round(min(1.0, window_s / 3) * frame_rate) / frame_rate
     return FineStage(FineStageConfig.preset(size, **values))

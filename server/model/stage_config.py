@@ -241,10 +241,21 @@ def _pad(settings: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...]]
 
 @dataclass(frozen=True)
 class CoarseStageConfig(AcousticStageConfig):
-    """Coarse LM: semantic tokens, SEP, then the first n_coarse codebooks (flat or delay)."""
+    """Coarse LM: semantic tokens, SEP, then the first n_coarse codebooks (flat or delay).
+
+    semantic_dropout: the share of training windows shown without their semantic tokens (SEP
+    right away), so that the same stage also continues acoustic tokens alone — the paper's
+    acoustic-only ablation, without a second model to train.
+    """
 
     window_s: float = 10.0
+    semantic_dropout: float = 0.0
     stage = "coarse"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.semantic_dropout < 1:
+            raise ConfigError(f"semantic_dropout must be in [0, 1), got {self.semantic_dropout}")
+        super().__post_init__()
 
     @staticmethod
     def _vocab(settings: Mapping[str, Any]) -> Vocab:

@@ -258,12 +258,14 @@ class CoarseStage(_AcousticStage):
                 f"{tuple(acoustic.shape)}"
             )
         frames = n_sem * c.frames_per_semantic
-        return self._example(window.semantic[:n_sem], acoustic[: c.n_coarse, :frames])
+        dropped = c.semantic_dropout > 0 and torch.rand(()).item() < c.semantic_dropout
+        return self._example(window.semantic[: 0 if dropped else n_sem],
+                             acoustic[: c.n_coarse, :frames])
 
     def generate(
         self,
         model: nn.Module,
-        semantic: torch.Tensor,
+        semantic: torch.Tensor | None,
         prompt: torch.Tensor,
         n_new: int | None = None,
         params: Params | None = None,
@@ -271,7 +273,15 @@ class CoarseStage(_AcousticStage):
     ) -> torch.Tensor:
         """semantic [B, S] (prompt + continuation), prompt codes [B, Q', P] → coarse codes of
         frames P .. P + n_new - 1, [B, Q', n_new]. n_new defaults to every frame the semantic
-        tokens cover (S · 3 − P)."""
+        tokens cover (S · 3 − P). semantic None: acoustic tokens alone (the ablation; needs
+        n_new, and a stage trained with semantic_dropout to be meaningful)."""
+        if semantic is None:
+            if n_new is None or n_new < 0:
+                raise ValueError(f"acoustic-only coarse generation needs n_new >= 0, got {n_new}")
+            _check_shape(prompt, (None, self.n_levels, None), "coarse prompt [B, Q', P]")
+            empty = prompt.new_zeros((prompt.shape[0], 0))
+            return self._decode(model, empty, prompt, n_new, params or self.config.sampling,
+                                generator)
         _check_shape(semantic, (None, None), "semantic [B, S]")
         _check_shape(prompt, (semantic.shape[0], self.n_levels, None), "coarse prompt [B, Q', P]")
         covered = semantic.shape[1] * self.config.frames_per_semantic
