@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test bench lint data codec clean
+.PHONY: install demo demo-quick test bench lint data codec model clean
 
 install: $(STAMP)
 
@@ -37,6 +37,60 @@ data: $(STAMP)
 
 codec: $(STAMP)
 	$(VENV)/bin/continuo train codec data/piano --out runs/codec
+
+# The embedded model from scratch (a few hours on 2 CPU cores; every step resumes, so run it again
+# after an interruption): data -> codec -> semantic tokenizer -> semantic, coarse, fine stages ->
+# MODEL_OUT. The codec is trained as the shipped one was (EnCodec's loss weights, then a
+# fine-tune with the L1 waveform loss at weight 1). QUICK=1 proves the recipe in minutes: a few
+# pieces, a few steps, tiny stages, into outputs/model-quick (then `make demo-quick`).
+# On a GPU machine the same recipe trains longer: e.g. `make model STAGE_STEPS_FINE=20000`.
+ifeq ($(QUICK),1)
+MODEL_WORK ?= outputs/model-quick
+MODEL_OUT ?= $(MODEL_WORK)/model
+DATA_FLAGS ?= --composers oneills1850 --limit 8 --valid-fraction 0.3 --test-fraction 0.2
+CODEC_FLAGS ?= --warmup-steps 10 --eval-every 20 --eval-clips 2 --batch-size 4
+CODEC_STEPS ?= 40
+CODEC_TUNE_STEPS ?= 60
+CLUSTERS ?= 32
+STAGE_FLAGS ?= --size tiny --window-s 1.2 --batch-size 4 --eval-every 10 --warmup-steps 5
+STAGE_STEPS_SEMANTIC ?= 20
+STAGE_STEPS_COARSE ?= 20
+STAGE_STEPS_FINE ?= 20
+else
+MODEL_WORK ?= runs/model
+MODEL_OUT ?= models/piano
+DATA_FLAGS ?= --max-hours 4
+CODEC_FLAGS ?=
+CODEC_STEPS ?= 7500
+CODEC_TUNE_STEPS ?= 11000
+CLUSTERS ?= 512
+STAGE_FLAGS ?= --size small --amp bf16 --lr 1e-3 --warmup-steps 50 --eval-every 100
+STAGE_STEPS_SEMANTIC ?= 400
+STAGE_STEPS_COARSE ?= 600
+STAGE_STEPS_FINE ?= 1000
+endif
+MODEL_DATA ?= $(MODEL_WORK)/data
+CONTINUO := $(VENV)/bin/continuo
+
+model: $(STAMP)
+	$(CONTINUO) data piano $(MODEL_DATA) $(DATA_FLAGS)
+	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec --steps $(CODEC_STEPS) $(CODEC_FLAGS)
+	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
+		--init-from $(MODEL_WORK)/codec/best --wave-weight 1 --lr 1e-4 --steps $(CODEC_TUNE_STEPS)
+	$(CONTINUO) codec export $(MODEL_WORK)/codec-tune/best $(MODEL_OUT)/codec
+	$(CONTINUO) train semantic $(MODEL_DATA) --out $(MODEL_OUT)/semantic --clusters $(CLUSTERS)
+	for stage in semantic coarse fine; do \
+		steps=$$(case $$stage in semantic) echo $(STAGE_STEPS_SEMANTIC);; \
+			coarse) echo $(STAGE_STEPS_COARSE);; fine) echo $(STAGE_STEPS_FINE);; esac); \
+		$(CONTINUO) train stage $$stage $(MODEL_DATA) --model-dir $(MODEL_OUT) \
+			--out $(MODEL_WORK)/$$stage --steps $$steps $(STAGE_FLAGS) || exit 1; \
+		$(CONTINUO) stage export $(MODEL_WORK)/$$stage/best $(MODEL_OUT)/$${stage}_lm || exit 1; \
+	done
+	test -f $(MODEL_OUT)/clip.flac || cp models/piano/clip.flac models/piano/clip.json $(MODEL_OUT)/
+	@echo "model written to $(MODEL_OUT)"
+
+demo-quick: $(STAMP)
+	$(CONTINUO) demo --model-dir outputs/model-quick/model --out outputs/demo-quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -7,12 +7,14 @@ modules (torch, librosa, music21) are imported inside the runner so `continuo --
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Before torch is imported (lazily, by the commands): OpenMP's default busy-waiting made a
@@ -55,6 +57,10 @@ def _add_data_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segment-seconds", type=float, default=30.0, help="longest segment")
     p.add_argument("--jobs", type=int, help="parallel processes (default: all cores)")
     p.add_argument("--max-hours", type=float, help="stop starting pieces after this much audio")
+    p.add_argument("--valid-fraction", type=float, default=0.05,
+                   help="share of pieces held out for validation (default 0.05)")
+    p.add_argument("--test-fraction", type=float, default=0.05,
+                   help="share of pieces held out for testing (default 0.05)")
 
 
 def _data_common(args: argparse.Namespace) -> dict:
@@ -63,7 +69,8 @@ def _data_common(args: argparse.Namespace) -> dict:
 
     from continuo.server.data.segments import SegmentConfig
 
-    config = SegmentConfig(sample_rate=args.sample_rate, segment_seconds=args.segment_seconds)
+    config = SegmentConfig(sample_rate=args.sample_rate, segment_seconds=args.segment_seconds,
+                           valid_fraction=args.valid_fraction, test_fraction=args.test_fraction)
     return {"config": config, "jobs": args.jobs or os.cpu_count() or 1,
             "max_hours": args.max_hours}
 
@@ -282,8 +289,22 @@ def _add_codec(sub: argparse._SubParsersAction) -> None:
                    help="storage type of the weights (default float16)")
     p.set_defaults(func=_run_codec_export)
 
-    p = sub.add_parser("demo", help="the bundled clip through the embedded model")
+    p = sub.add_parser("stage", help="ship a trained AudioLM stage").add_subparsers(
+        dest="stage_cmd", required=True).add_parser(
+        "export", help="copy a trained stage into a model folder (e.g. float16)")
+    p.add_argument("src", type=Path, help="stage folder, e.g. runs/stages/coarse/best")
+    p.add_argument("dst", type=Path, help="folder to write, e.g. models/piano/coarse_lm")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                   help="storage type of the weights (default float16)")
+    p.set_defaults(func=_run_stage_export)
+
+    p = sub.add_parser("demo", help="continue the bundled clip by 8 bars with the embedded model")
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
+    p.add_argument("--preset", default="piano", help="preset name in presets/ or a .toml path")
+    p.add_argument("--model-dir", type=Path,
+                   help="model folder with a clip.flac + clip.json (default: the preset's)")
+    p.add_argument("--bars", type=int, default=8, help="bars to continue (default 8)")
+    p.add_argument("--seed", type=int, help="sampling seed (default: the preset's)")
     p.set_defaults(func=_run_demo)
 
 
@@ -309,7 +330,7 @@ def _run_codec_eval(args: argparse.Namespace) -> None:
 
 def _run_codec_roundtrip(args: argparse.Namespace) -> None:
     from continuo.server.audio import load_audio
-    from continuo.server.demo import roundtrip, write_roundtrip
+    from continuo.server.codec_roundtrip import roundtrip, write_roundtrip
     from continuo.server.tokenizers.loading import load_codec
 
     codec = load_codec(args.codec, bandwidth_kbps=args.bandwidth, weights_dir=args.weights_dir)
@@ -321,27 +342,63 @@ def _run_codec_roundtrip(args: argparse.Namespace) -> None:
 
 
 def _run_codec_export(args: argparse.Namespace) -> None:
+    from continuo.server.tokenizers.small_codec import KIND, SmallCodec
+
+    _export(args, KIND, SmallCodec.load)
+
+
+def _run_stage_export(args: argparse.Namespace) -> None:
+    from continuo.server.model.loading import KIND, load_stage
+
+    _export(args, KIND, load_stage)
+
+
+def _export(args: argparse.Namespace, kind: str, load: Callable[[Path], object]) -> None:
+    """Copy the model folder args.src to args.dst as args.dtype, then load it back with `load`
+    (the real loader) to prove it ships."""
     import torch
 
-    from continuo.server.tokenizers.small_codec import SmallCodec
-    from continuo.server.training.checkpoint import load_model_folder
+    from continuo.server.training.checkpoint import export_model_folder, load_model_folder
 
-    extra = {**load_model_folder(args.src, "small_codec").extra, "exported_from": str(args.src),
-             "stored_dtype": args.dtype}
-    SmallCodec.load(args.src).save(args.dst, extra=extra, dtype=getattr(torch, args.dtype))
-    print(f"wrote {args.dst} ({args.dtype}, step {extra.get('step')})")
+    export_model_folder(args.src, args.dst, kind, getattr(torch, args.dtype))
+    load(args.dst)
+    size_mb = sum(f.stat().st_size for f in args.dst.iterdir()) / 1e6
+    step = load_model_folder(args.dst, kind).extra.get("step")
+    print(f"wrote {args.dst} ({args.dtype}, step {step}, {size_mb:.1f} MB)")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
+    from continuo.server.continuation import STEPS
     from continuo.server.demo import run_demo
+    from continuo.server.presets import load_preset
 
-    paths = run_demo(args.out)
-    sidecar = json.loads(paths["sidecar"].read_text())
-    print("Continuo demo: the bundled piano clip through the embedded codec (6 kbps) and "
-          "semantic tokenizer")
-    print("  metrics: " + ", ".join(f"{k} {v}" for k, v in sidecar["metrics"].items()))
+    preset = load_preset(args.preset)
+    if args.model_dir is not None:
+        preset = preset.model_copy(update={"model_dir": args.model_dir.resolve()})
+    with _steps_bar(len(STEPS), "demo") as progress:
+        paths = run_demo(args.out, preset, args.bars, args.seed, progress)
+    sidecar = json.loads(paths["json"].read_text())
+    tempo = sidecar["tempo"]
+    print(f"Continuo demo: {sidecar['prompt']['path']} ({tempo['clip'].get('source', 'clip')}) "
+          f"continued by {tempo['bars']} bars of {tempo['meter']} at {tempo['bpm']:g} BPM "
+          f"({sidecar['continuation_samples'] / sidecar['sample_rate']:.2f} s) in "
+          f"{sum(sidecar['timings_s'].values()):.1f} s, preset {sidecar['preset']['name']}, "
+          f"seed {sidecar['seed']}")
     for kind, path in paths.items():
         print(f"  {kind}: {path}")
+
+
+@contextlib.contextmanager
+def _steps_bar(total: int, desc: str) -> Iterator[Callable[[str], None]]:
+    """A tqdm bar over pipeline steps; yields the progress callback."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="step") as bar:
+        def progress(step: str) -> None:
+            bar.set_postfix_str(step)
+            bar.update()
+
+        yield progress
 
 
 # --- continuo continue --------------------------------------------------------------------------
@@ -350,7 +407,11 @@ def _run_demo(args: argparse.Namespace) -> None:
 def _add_continue(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("continue", help="continue a prompt clip offline (WAV, JSON, PNG)")
     p.add_argument("prompt", type=Path, help="prompt audio (WAV/FLAC/OGG, any rate, downmixed)")
-    p.add_argument("--seconds", type=float, default=8.0, help="continuation length (default 8)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--seconds", type=float, help="continuation length (default 8)")
+    length.add_argument("--bars", type=int, help="continuation length in bars (needs --bpm)")
+    p.add_argument("--bpm", type=float, help="the prompt's tempo, quarter notes per minute")
+    p.add_argument("--meter", default="4/4", help="the prompt's meter with --bars (default 4/4)")
     p.add_argument("--preset", default="piano", help="preset name in presets/ or a .toml path")
     p.add_argument("--seed", type=int, help="sampling seed (default: the preset's)")
     p.add_argument("-o", "--out", type=Path, required=True,
@@ -359,25 +420,59 @@ def _add_continue(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_continue(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
     from continuo.server.audio import load_audio
     from continuo.server.continuation import STEPS, Continuation
     from continuo.server.continuation_files import write_continuation
+    from continuo.server.musical_time import Meter, bar_to_sample
 
+    if args.bars is not None and args.bpm is None:
+        raise ContinuoError("--bars needs the prompt's tempo: add --bpm")
     prompt = load_audio(args.prompt)  # AudioError naming the file when missing or bad
     pipeline = Continuation(args.preset)
-    with tqdm(total=len(STEPS), desc="continue", unit="step") as bar:
-        def progress(step: str) -> None:
-            bar.set_postfix_str(step)
-            bar.update()
-
-        result = pipeline.generate(prompt.samples[0], prompt.sample_rate, args.seconds,
+    seconds, extra = 8.0 if args.seconds is None else args.seconds, None
+    if args.bars is not None:
+        meter, rate = Meter.parse(args.meter), pipeline.sample_rate
+        seconds = bar_to_sample(args.bars, args.bpm, meter, rate) / rate  # ConfigError if absurd
+        extra = {"tempo": {"bars": args.bars, "bpm": args.bpm, "meter": str(meter)}}
+    with _steps_bar(len(STEPS), "continue") as progress:
+        result = pipeline.generate(prompt.samples[0], prompt.sample_rate, seconds,
                                    seed=args.seed, progress=progress)
-    paths = write_continuation(pipeline, result, args.prompt, args.seconds, args.out)
+    paths = write_continuation(pipeline, result, args.prompt, seconds, args.out, extra)
     print(f"continued {args.prompt} by {len(result.audio) / result.sample_rate:.2f} s "
           f"(preset {pipeline.preset.name}, seed {result.seed}): "
           + ", ".join(f"{kind} {path}" for kind, path in paths.items()))
+
+
+# --- continuo eval ------------------------------------------------------------------------------
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score continuations against baselines on held-out clips")
+    p.add_argument("data", type=Path, help="data folder (held-out splits of manifest.json) or "
+                   "any folder of audio files (searched recursively)")
+    p.add_argument("--preset", default="piano", help="preset name in presets/ or a .toml path")
+    p.add_argument("--out", type=Path, default=Path("outputs/eval"),
+                   help="folder for results.json, results.md, metrics.png, clips/ "
+                        "(default outputs/eval)")
+    p.add_argument("--clips", type=int, default=16, help="number of clips (default 16)")
+    p.add_argument("--prompt-s", type=float, default=4.0, help="prompt seconds (default 4)")
+    p.add_argument("--seconds", type=float, default=4.0,
+                   help="continuation seconds (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="clip choice and sampling seed")
+    p.add_argument("--systems", default="continuo,acoustic_only,true,repeat_last_bar,random_clip",
+                   help="comma-separated systems (default: all five)")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from continuo.server.evaluation.continuation_eval import EvalConfig, run_eval
+
+    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    config = EvalConfig(prompt_s=args.prompt_s, continuation_s=args.seconds, clips=args.clips,
+                        seed=args.seed, systems=systems)
+    result = run_eval(args.data, args.preset, args.out, config)
+    print(result.table)
+    print("wrote " + ", ".join(f"{kind} {path}" for kind, path in result.paths.items()))
 
 
 # --- entry point --------------------------------------------------------------------------------
@@ -392,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_codec(sub)
     _add_continue(sub)
+    _add_eval(sub)
     return parser
 
 

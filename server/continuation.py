@@ -157,15 +157,17 @@ class Continuation:
         progress: Progress | None = None,
         acoustic_only: bool = False,
     ) -> ContinuationResult:
-        """audio [T] mono float32 at any rate → `seconds` of continuation (rounded to whole
-        semantic frames) at the codec rate, seeded (same seed, same audio). acoustic_only: the
+        """audio [T] mono float32 at any rate → round(seconds × rate) samples of continuation
+        at the codec rate (tokens are generated for whole semantic frames, the audio is cut to
+        the exact length, e.g. 8 bars), seeded (same seed, same audio). acoustic_only: the
         paper's ablation — no semantic stage, the coarse stage continues acoustic codes alone."""
         if not (isinstance(seconds, (int, float)) and 0 < seconds <= 600):
             raise ConfigError(f"seconds must be in (0, 600], got {seconds!r}")
         seed = self.preset.seed if seed is None else int(seed)
         gen = torch.Generator().manual_seed(seed)
         tok, timings = self.tokenizers, {}
-        n_new_sem = max(1, round(seconds * tok.semantic.frame_rate))
+        n_samples = max(1, round(seconds * self.sample_rate))
+        n_new_sem = -(-n_samples // self.semantic_hop_samples)  # whole frames covering them
         step = _Steps(timings, progress)
 
         prompt = self.prepare_prompt(audio, sample_rate)
@@ -189,7 +191,7 @@ class Continuation:
                                        self.preset.fine.params(), gen)
             all_codes = torch.cat([coarse, torch.cat([codes[:, q:], fine], dim=2)], dim=1)
         with step("decode"):
-            out = self._decode(all_codes, codes.shape[2], encoded.scale)
+            out = self._decode(all_codes, codes.shape[2], encoded.scale)[:n_samples]
         n_prompt, n_total = codes.shape[2], all_codes.shape[2]
         return ContinuationResult(
             audio=out, prompt=prompt, sample_rate=self.sample_rate, semantic=semantic[0],

@@ -56,13 +56,15 @@ def sidecar(pipeline: Continuation, result: ContinuationResult, prompt_path: Pat
 
 
 def write_continuation(pipeline: Continuation, result: ContinuationResult, prompt_path: Path,
-                       seconds: float, out: Path) -> dict[str, Path]:
-    """Write the four files (see the module doc); their paths by kind."""
+                       seconds: float, out: Path,
+                       extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write the four files (see the module doc); their paths by kind. extra: more sidecar
+    entries (e.g. the tempo and bars a continuation was asked in)."""
     paths = output_paths(out)
     rate = result.sample_rate
     write_audio(paths["wav"], result.audio[None], rate)
     write_audio(paths["full"], np.concatenate([result.prompt, result.audio])[None], rate)
-    meta = sidecar(pipeline, result, prompt_path, seconds)
+    meta = {**sidecar(pipeline, result, prompt_path, seconds), **(extra or {})}
     paths["json"].write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     plot_continuation(result.prompt, result.audio, rate, paths["png"],
                       title=f"{Path(prompt_path).name}: {pipeline.preset.name}, seed {result.seed}")

@@ -1,90 +1,73 @@
-"""`continuo demo` and `continuo codec roundtrip`: a clip through the codec, with a plot.
+"""`continuo demo` (what `make demo` runs): the bundled piano clip continued by 8 bars at its own
+tempo with the embedded model, written as WAV (continuation, and prompt + continuation), a JSON
+sidecar and a plot (waveform + spectrogram, seam marked).
 
-Until the AudioLM stages ship (the stages and default-model issues), the demo shows the
-foundation they stand on: the bundled held-out piano clip coded by the embedded codec at 6 kbps
-and tokenized by the embedded semantic tokenizer, with the metrics, a WAV, a JSON sidecar and a
-plot of original | reconstruction.
+The clip and its musical facts live in the model folder:
+
+    MODEL_DIR/clip.flac   a held-out piece (never trained on), ending on a bar line
+    MODEL_DIR/clip.json   {"bpm": 120, "meter": "3/8", "source": ..., "split": ...}
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import torch
+from continuo.server.audio import load_audio
+from continuo.server.continuation import Continuation, Progress
+from continuo.server.continuation_files import write_continuation
+from continuo.server.errors import ConfigError
+from continuo.server.musical_time import Meter, bar_to_sample
+from continuo.server.presets import Preset, load_preset
 
-from continuo.server.audio import Audio, load_audio, write_audio
-from continuo.server.evaluation.codec_metrics import codec_metrics
-from continuo.server.paths import DEFAULT_MODEL_DIR
-from continuo.server.plots import plot_continuation
-from continuo.server.tokenizers.codec import AcousticCodec
+CLIP_AUDIO = "clip.flac"
+CLIP_INFO = "clip.json"
+DEMO_BARS = 8
 
 
 @dataclass(frozen=True)
-class Roundtrip:
-    """A clip and its reconstruction, both mono float32 [T] at `sample_rate`."""
+class ClipInfo:
+    """A bundled clip: its audio file, tempo (quarter-note BPM, the DAW's) and meter."""
 
-    original: np.ndarray
-    decoded: np.ndarray
-    sample_rate: int
-    n_codebooks: int
-    frames: int
-    seconds_taken: float
+    path: Path
+    bpm: float
+    meter: Meter
+    about: dict[str, Any]
 
-    @property
-    def metrics(self) -> dict[str, float]:
-        return codec_metrics(self.original, self.decoded, self.sample_rate)
+    @classmethod
+    def load(cls, model_dir: Path) -> ClipInfo:
+        """ClipInfo of MODEL_DIR/clip.flac from clip.json; ConfigError naming what is wrong."""
+        info_path = Path(model_dir) / CLIP_INFO
+        try:
+            about = json.loads(info_path.read_text(encoding="utf-8"))
+            bpm, meter = float(about["bpm"]), Meter.parse(about["meter"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"{info_path}: needs readable JSON with bpm and meter "
+                              f"({err})") from err
+        return cls(Path(model_dir) / CLIP_AUDIO, bpm, meter, about)
 
-
-def roundtrip(codec: AcousticCodec, audio: Audio) -> Roundtrip:
-    """Encode and decode `audio` (loaded at the codec's rate, mono) with `codec`."""
-    samples = torch.from_numpy(audio.samples[:1])[None].repeat(1, codec.channels, 1)  # [1, C, T]
-    start = time.perf_counter()
-    encoded = codec.encode(samples)
-    decoded = codec.decode(encoded)[0].mean(dim=0)[: samples.shape[-1]].cpu().numpy()
-    return Roundtrip(audio.samples[0], decoded, codec.sample_rate, encoded.codes.shape[1],
-                     encoded.codes.shape[2], time.perf_counter() - start)
-
-
-def write_roundtrip(result: Roundtrip, out: Path, plot: Path | None, info: dict) -> dict:
-    """WAV at `out`, JSON sidecar beside it, optional plot; returns the sidecar."""
-    write_audio(out, result.decoded[None], result.sample_rate)
-    seconds = len(result.original) / result.sample_rate
-    sidecar = {
-        **info,
-        "sample_rate": result.sample_rate,
-        "seconds": round(seconds, 3),
-        "codebooks": result.n_codebooks,
-        "frames": result.frames,
-        "speed_x_realtime": round(seconds / result.seconds_taken, 1),
-        "metrics": {k: round(v, 4) for k, v in result.metrics.items()},
-    }
-    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
-    if plot is not None:
-        plot_continuation(result.original, result.decoded, result.sample_rate, plot,
-                          title=f"codec {'/'.join(Path(info.get('codec', '')).parts[-2:])}, "
-                                f"{info.get('bandwidth_kbps')} kbps: original | reconstruction",
-                          labels=("original", "reconstruction"))
-    return sidecar
+    def bars_seconds(self, bars: int, sample_rate: int) -> float:
+        """The exact length of `bars` bars, in seconds of whole samples at sample_rate."""
+        return bar_to_sample(bars, self.bpm, self.meter, sample_rate) / sample_rate
 
 
-def run_demo(out_dir: Path, model_dir: Path = DEFAULT_MODEL_DIR) -> dict[str, Path]:
-    """The bundled clip through the embedded codec and semantic tokenizer; returns the paths."""
-    from continuo.server.tokenizers.loading import load_codec
-    from continuo.server.tokenizers.semantic import SemanticTokenizer
-
-    codec = load_codec(model_dir / "codec", bandwidth_kbps=6.0)
-    tokenizer = SemanticTokenizer.load(model_dir / "semantic")
-    clip = load_audio(model_dir / "clip.flac", sample_rate=codec.sample_rate)
-    tokens = tokenizer.tokenize(clip.samples[0], clip.sample_rate)
-    paths = {"wav": out_dir / "demo.wav", "plot": out_dir / "demo.png"}
-    paths["sidecar"] = paths["wav"].with_suffix(".json")
-    info = {"clip": str(model_dir / "clip.flac"), "codec": str(model_dir / "codec"),
-            "bandwidth_kbps": 6.0, "semantic_tokens": len(tokens),
-            "semantic_vocab_used": int(np.unique(tokens).size),
-            "semantic_token_rate_hz": tokenizer.frame_rate}
-    write_roundtrip(roundtrip(codec, clip), paths["wav"], paths["plot"], info)
-    return paths
+def run_demo(
+    out_dir: Path,
+    preset: Preset | str | Path = "piano",
+    bars: int = DEMO_BARS,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Path]:
+    """Continue the preset's model folder's clip by `bars` bars; returns the written paths
+    (wav, full, json, png)."""
+    preset = preset if isinstance(preset, Preset) else load_preset(preset)
+    clip = ClipInfo.load(preset.model_path)
+    pipeline = Continuation(preset)
+    audio = load_audio(clip.path, sample_rate=pipeline.sample_rate)
+    seconds = clip.bars_seconds(bars, pipeline.sample_rate)
+    result = pipeline.generate(audio.samples[0], audio.sample_rate, seconds, seed, progress)
+    tempo = {"bars": bars, "bpm": clip.bpm, "meter": str(clip.meter), "clip": clip.about}
+    return write_continuation(pipeline, result, clip.path, seconds, Path(out_dir) / "demo.wav",
+                              extra={"tempo": tempo})

@@ -13,47 +13,21 @@ import pytest
 import soundfile as sf
 import torch
 from audio_fixtures import progression_notes, render_piano
-from test_token_cache import KBPS, data_root, fit_semantic, varied_codec  # noqa: F401 (fixture)
+from continuation_fixtures import (  # noqa: F401 (fixtures)
+    data_root,
+    model_dir_fixture,
+    write_preset,
+)
 
 from continuo.server.cli import main
 from continuo.server.continuation import Continuation
 from continuo.server.errors import AudioError, CheckpointError, ConfigError
-from continuo.server.model.loading import new_stage
 from continuo.server.model.stage_config import CoarseStageConfig
 from continuo.server.model.stages import CoarseStage
 from continuo.server.presets import Preset, load_preset
 from continuo.server.tokenizers.codec import EncodedAudio
-from continuo.server.training.distributed import Distributed
-from continuo.server.training.lm_trainer import LMTrainConfig, LMTrainer
-from continuo.server.training.token_cache import ensure_token_cache, model_tokenizers
 
 SR = 24000
-WINDOW_S = 0.48  # 12 semantic tokens, 36 frames: prompt + continuation need several windows
-LAYOUTS = {"semantic": "flat", "coarse": "delay", "fine": "flat"}
-
-
-@pytest.fixture(scope="module")
-def model_dir(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    root = tmp_path_factory.mktemp("model")
-    varied_codec(data_root).save(root / "codec")
-    fit_semantic(data_root, root / "semantic", clusters=8)
-    tokenizers = model_tokenizers(root, bandwidth_kbps=KBPS)
-    cache = ensure_token_cache(data_root, tmp_path_factory.mktemp("tokens"), tokenizers, False)
-    config = LMTrainConfig(steps=3, batch_size=2, crop_seconds=WINDOW_S, warmup_steps=1,
-                           learning_rate=1e-2, eval_windows=2, eval_every=1000, device="cpu")
-    for name, layout in LAYOUTS.items():
-        stage = new_stage(name, cache.meta["tokenizers"], "tiny", layout, window_s=WINDOW_S)
-        LMTrainer(stage, cache.folder, root / f"{name}_lm", config, False, Distributed()).run()
-    return root
-
-
-def write_preset(folder: Path, model_dir: Path, extra: str = "", **sampling: float) -> Path:
-    temperature = sampling.get("temperature", 1.0)
-    stages = "".join(f"[{n}]\ntemperature = {temperature}\n" for n in LAYOUTS)
-    path = folder / "tiny.toml"
-    path.write_text(f'model_dir = "{model_dir}"\nbandwidth_kbps = {KBPS}\ncontext_s = 0.5\n'
-                    f"{extra}{stages}")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +57,8 @@ def test_continuation_has_exact_length_and_keeps_the_prompt_tail(
     assert np.isfinite(result.audio).all() and np.abs(result.audio).max() > 0
     whole = pipeline.generate(piano, 44100, seconds=1.0, seed=1)
     assert whole.audio.shape == (25 * 960,)
+    odd = pipeline.generate(piano, 44100, seconds=0.61, seed=1)  # not whole semantic frames
+    assert odd.audio.shape == (14640,) and odd.tokens["new_semantic"] == 16  # cut from 16
 
 
 def test_acoustic_only_ablation_skips_the_semantic_stage(pipeline: Continuation,

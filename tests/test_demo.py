@@ -1,4 +1,4 @@
-"""`continuo demo`, `continuo codec roundtrip|eval` and codec loading, on tiny real models."""
+"""`continuo codec roundtrip|eval|export` and codec loading, on tiny real models."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from audio_fixtures import progression_notes, render_piano
 from test_small_codec import tiny_config
 
 from continuo.server.cli import main
-from continuo.server.demo import run_demo
 from continuo.server.errors import CheckpointError
 from continuo.server.paths import DEFAULT_MODEL_DIR
 from continuo.server.tokenizers.features import MusicFeatures
@@ -34,17 +33,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     SemanticTokenizer.fit(music, [extract_features(music, clip, SR)], 8).save(root / "semantic")
     sf.write(root / "clip.flac", clip, SR, subtype="PCM_16")
     return root
-
-
-def test_demo_writes_wav_sidecar_and_plot(model_dir: Path, tmp_path: Path) -> None:
-    paths = run_demo(tmp_path / "out", model_dir)
-    audio, sr = sf.read(paths["wav"])
-    assert sr == SR and len(audio) == sf.info(model_dir / "clip.flac").frames
-    sidecar = json.loads(paths["sidecar"].read_text())
-    assert set(sidecar["metrics"]) == {"si_sdr_db", "log_mel_l1", "log_mel_l1_below_3k8",
-                                       "chroma_agreement"}
-    assert sidecar["semantic_tokens"] == pytest.approx(len(audio) / SR * 25, abs=1)
-    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_codec_roundtrip_and_eval_commands(model_dir: Path, tmp_path: Path,

@@ -119,6 +119,20 @@ def save_model_folder(
     return Path(folder)
 
 
+def export_model_folder(src: Path, dst: Path, kind: str, dtype: torch.dtype | None = None,
+                        extra: dict[str, Any] | None = None) -> Path:
+    """Copy the model folder `src` of `kind` to `dst` for shipping: floating weights stored as
+    `dtype` (float16 halves a model; loading casts them back), `exported_from` and
+    `stored_dtype` added to its extra information. Returns dst."""
+    stored = load_model_folder(src, kind)
+    state = stored.state_dict
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    info = {**stored.extra, "exported_from": str(src),
+            "stored_dtype": str(dtype or "as trained").removeprefix("torch."), **(extra or {})}
+    return save_model_folder(dst, state, kind, stored.config, info)
+
+
 def _existing(folder: Path) -> Path:
     """The folder, or its `.old` twin when a write was interrupted between the two renames."""
     folder = Path(folder)
