@@ -41,6 +41,7 @@ from torch import nn
 from continuo.server.audio import check_samples, resample
 from continuo.server.errors import AudioError, CheckpointError, ConfigError
 from continuo.server.model.loading import load_stage
+from continuo.server.model.precision import with_precision
 from continuo.server.model.stages import CoarseStage, FineStage, SemanticStage, fine_windows
 from continuo.server.presets import Preset, load_preset
 from continuo.server.tokenizers.codec import EncodedAudio
@@ -97,7 +98,8 @@ class Continuation:
         folders = {name: stage_folder(model_dir, name) for name in STAGE_FOLDERS}
         self.tokenizers: Tokenizers = model_tokenizers(model_dir, self.preset.bandwidth_kbps)
         self.stages: dict[str, tuple[object, nn.Module]] = {
-            name: load_stage(folder) for name, folder in folders.items()
+            name: _with_precision(load_stage(folder), self.preset.precision)
+            for name, folder in folders.items()
         }
         self.folders = folders
         self._check_stages()
@@ -241,6 +243,11 @@ class Continuation:
             raise RuntimeError(f"codec decoded {audio.shape[-1]} samples for "
                                f"{left + n_new} frames of {hop}")
         return out.float().cpu().numpy()
+
+
+def _with_precision(loaded: tuple[object, nn.Module], precision: str) -> tuple[object, nn.Module]:
+    stage, model = loaded
+    return stage, with_precision(model, precision)
 
 
 def _windows(n_known: int, n_total: int, window: int) -> list[tuple[int, int, int]]:
