@@ -278,6 +278,19 @@ def test_piano_renders_skips_bad_pieces_and_resumes(tmp_path: Path) -> None:
             if i.piece == "bach/bwv66.6"} == stamps
     assert len(resumed.failures) == 1
 
+    # An evaluation set of pieces another data set never saw: --exclude its manifest.
+    unseen = tmp_path / "unseen"
+    argv = ["data", "piano", str(unseen), "--exclude", str(out / "manifest.json"),
+            "--composers", "bach", "--limit", "1", "--valid-fraction", "0",
+            "--test-fraction", "1", "--segment-seconds", "10"]
+    assert main(argv) == 0
+    fresh = load_manifest(unseen)
+    assert fresh.items and {i.piece for i in fresh.items}.isdisjoint({"bach/bwv66.6"})
+    assert {i.split for i in fresh.items} == {"test"}
+    only = render_corpus(tmp_path / "only", pieces=more, exclude={"bach/bwv66.6", "broken/corrupt"},
+                         config=config, show_progress=False)
+    assert {i.piece for i in only.items} == {"ryansMammoth/7thRegimentReel"}
+
 
 @pytest.mark.needs_fluidsynth
 def test_piano_abc_collection_is_one_piece_capped_in_length(tmp_path: Path) -> None:

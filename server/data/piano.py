@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -137,6 +137,7 @@ def render_corpus(
     *,
     pieces: Mapping[str, Path] | None = None,
     composers: Sequence[str] | None = None,
+    exclude: Collection[str] = (),
     limit: int | None = None,
     max_hours: float | None = None,
     jobs: int = 1,
@@ -150,7 +151,8 @@ def render_corpus(
 
     An ABC collection stops after the tune that takes it past `max_piece_s` of audio (one
     file of the Essen collection holds 300 tunes, 1.5 hours: uncapped, a few such files would
-    be most of a 3-hour data set, and all of it one-line folk melodies).
+    be most of a 3-hour data set, and all of it one-line folk melodies). Piece ids in `exclude`
+    are skipped (e.g. another data set's, for an evaluation set of pieces it never saw).
     """
     config = config or SegmentConfig()
     check_renderer(soundfont)
@@ -159,7 +161,8 @@ def render_corpus(
     if not (timeout_s > 0 and max_piece_s > 0):
         raise ConfigError(f"timeout_s and max_piece_s must be > 0, got {timeout_s}, {max_piece_s}")
     chosen = dict(pieces) if pieces is not None else corpus_pieces(composers)
-    chosen = dict(list(chosen.items())[:limit])
+    skipped = set(exclude)
+    chosen = dict([item for item in chosen.items() if item[0] not in skipped][:limit])
     out = Path(out).resolve()
     stems = unique_stems(list(chosen))
     tasks = {

@@ -47,9 +47,9 @@ class SegmentConfig:
         if not self.silence_db < 0:
             raise ConfigError(f"silence_db must be < 0 dB, got {self.silence_db}")
         held_out = self.valid_fraction + self.test_fraction
-        if min(self.valid_fraction, self.test_fraction) < 0 or held_out >= 1:
+        if min(self.valid_fraction, self.test_fraction) < 0 or held_out > 1:
             raise ConfigError(
-                f"valid_fraction and test_fraction must be >= 0 and sum to < 1, "
+                f"valid_fraction and test_fraction must be >= 0 and sum to <= 1, "
                 f"got {self.valid_fraction} and {self.test_fraction}"
             )
 
