@@ -40,9 +40,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path, help="output folder (audio files + manifest.json)")
     p.add_argument("--limit", type=int, help="render at most N pieces (a fixed, varied sample)")
     p.add_argument("--composers", help="comma-separated corpus folders, e.g. bach,mozart")
-    p.add_argument("--exclude", type=Path, action="append", default=[], metavar="MANIFEST",
-                   help="skip the pieces of this data folder's manifest.json (repeatable): "
-                        "an evaluation set of pieces the model never saw")
+    p.add_argument("--exclude", type=Path, action="append", default=[], metavar="FILE",
+                   help="skip the pieces of a data folder's manifest.json or of a pieces list "
+                        "like models/piano/pieces.txt (repeatable): an evaluation set of pieces "
+                        "a model never saw")
     p.add_argument("--soundfont", type=Path, default=Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"))
     p.add_argument("--timeout-s", type=float, default=600.0, help="give up on a piece after")
     _add_data_common(p)
@@ -79,12 +80,10 @@ def _data_common(args: argparse.Namespace) -> dict:
 
 
 def _run_data_piano(args: argparse.Namespace) -> None:
-    from continuo.server.data.manifest import MANIFEST_NAME, load_manifest
-    from continuo.server.data.piano import render_corpus
+    from continuo.server.data.piano import excluded_pieces, render_corpus
 
     composers = args.composers.split(",") if args.composers else None
-    exclude = {item.piece for path in args.exclude for item in load_manifest(
-        path.parent if path.name == MANIFEST_NAME else path).items}
+    exclude = {piece for path in args.exclude for piece in excluded_pieces(path)}
     render_corpus(
         args.out, composers=composers, exclude=exclude, limit=args.limit,
         soundfont=args.soundfont,

@@ -351,3 +351,17 @@ def test_corpus_pieces_are_unique_varied_and_stable() -> None:
     assert Counter(assign_split(p) for p in first)["train"] < 100  # held-out pieces among them
     bach = corpus_pieces(["bach"])
     assert bach and all(p.startswith("bach/") for p in bach)
+
+
+def test_excluded_pieces_come_from_a_pieces_list_or_a_manifest(tmp_path: Path) -> None:
+    from continuo.server.data.piano import excluded_pieces
+
+    listing = tmp_path / "pieces.txt"
+    listing.write_text("# comment\ntrain bach/bwv66.6\n"
+                       "test trecento/PMFC_12_10a-Credo PMFC12.10a\n")
+    assert excluded_pieces(listing) == {"bach/bwv66.6", "trecento/PMFC_12_10a-Credo PMFC12.10a"}
+    listing.write_text("bach/bwv66.6\n")
+    with pytest.raises(DataError, match="split piece-id"):
+        excluded_pieces(listing)
+    with pytest.raises(DataError, match=r"missing\.txt"):
+        excluded_pieces(tmp_path / "missing.txt")

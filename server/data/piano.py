@@ -39,7 +39,7 @@ import numpy as np
 
 from continuo.server.audio import load_audio
 from continuo.server.data.build import build_dataset
-from continuo.server.data.manifest import Manifest, ManifestItem
+from continuo.server.data.manifest import MANIFEST_NAME, Manifest, ManifestItem, load_manifest
 from continuo.server.data.progress import PieceResult
 from continuo.server.data.segments import SegmentConfig, unique_stems, write_segments
 from continuo.server.errors import ConfigError, DataError
@@ -177,6 +177,22 @@ def render_corpus(
         out, tasks, render_piece, source="music21", sample_rate=config.sample_rate,
         settings=settings, jobs=jobs, max_hours=max_hours, show_progress=show_progress,
     )
+
+
+def excluded_pieces(path: Path) -> set[str]:
+    """Piece ids to skip: those of a data folder's manifest.json (or the folder), or of a pieces
+    list (one `split piece-id` per line, `#` comments, like models/piano/pieces.txt)."""
+    path = Path(path)
+    if path.is_dir() or path.name == MANIFEST_NAME:
+        return {item.piece for item in load_manifest(path if path.is_dir() else path.parent).items}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the pieces to exclude ({err})") from err
+    rows = [line.split(maxsplit=1) for line in lines if line.strip() and not line.startswith("#")]
+    if any(len(row) != 2 for row in rows):
+        raise DataError(f"{path}: each line must be 'split piece-id'")
+    return {piece.strip() for _, piece in rows}
 
 
 def render_piece(task: PianoTask) -> PieceResult:
