@@ -348,9 +348,9 @@ def _run_codec_roundtrip(args: argparse.Namespace) -> None:
 
 
 def _run_codec_export(args: argparse.Namespace) -> None:
-    from continuo.server.tokenizers.small_codec import KIND, SmallCodec
+    from continuo.server.tokenizers.small_codec import EMA_SUM_SUFFIX, KIND, SmallCodec
 
-    _export(args, KIND, SmallCodec.load)
+    _export(args, KIND, SmallCodec.load, (EMA_SUM_SUFFIX,))
 
 
 def _run_stage_export(args: argparse.Namespace) -> None:
@@ -359,14 +359,15 @@ def _run_stage_export(args: argparse.Namespace) -> None:
     _export(args, KIND, load_stage)
 
 
-def _export(args: argparse.Namespace, kind: str, load: Callable[[Path], object]) -> None:
-    """Copy the model folder args.src to args.dst as args.dtype, then load it back with `load`
-    (the real loader) to prove it ships."""
+def _export(args: argparse.Namespace, kind: str, load: Callable[[Path], object],
+            drop_suffixes: tuple[str, ...] = ()) -> None:
+    """Copy the model folder args.src to args.dst as args.dtype (without the training-only
+    tensors named by drop_suffixes), then load it back with `load`, the real loader."""
     import torch
 
     from continuo.server.training.checkpoint import export_model_folder, load_model_folder
 
-    export_model_folder(args.src, args.dst, kind, getattr(torch, args.dtype))
+    export_model_folder(args.src, args.dst, kind, getattr(torch, args.dtype), drop_suffixes)
     load(args.dst)
     size_mb = sum(f.stat().st_size for f in args.dst.iterdir()) / 1e6
     step = load_model_folder(args.dst, kind).extra.get("step")

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from audio_fixtures import progression_notes, render_piano
+from safetensors import safe_open
 from test_small_codec import tiny_config
 
 from continuo.server.cli import main
@@ -87,6 +88,13 @@ def test_export_float16_loads_back_with_nearly_the_same_output(model_dir: Path,
     encoded = one.encode(audio)
     a, b = one.decode(encoded), two.decode(encoded)
     assert 0 < (a - b).abs().max() < 0.01 * a.abs().max()  # rounded, but barely
+    # The codebooks' EMA sums (training-only) are left out and rebuilt at load.
+    with safe_open(dst / "model.safetensors", framework="pt") as f:
+        assert not [k for k in f.keys() if k.endswith("embed_avg")]  # noqa: SIM118
+    rebuilt = dict(two.model.state_dict())
+    key = next(k for k in rebuilt if k.endswith("_codebook.embed_avg"))
+    torch.testing.assert_close(rebuilt[key], rebuilt[key.replace("embed_avg", "embed")]
+                               * rebuilt[key.replace("embed_avg", "cluster_size")][:, None])
 
 
 def test_embedded_codec_loads_with_its_hash_and_codes_the_bundled_clip() -> None:

@@ -297,7 +297,22 @@ class SmallCodec:
             raise CheckpointError(f"{folder}: invalid small codec config ({err})") from err
         model = SmallCodecModel(config)
         try:
-            model.load_state_dict(stored.state_dict, strict=True)
+            model.load_state_dict(with_ema_sums(stored.state_dict), strict=True)
         except RuntimeError as err:
             raise CheckpointError(f"{folder}: weights do not fit the config ({err})") from err
         return cls(model.to(device))
+
+
+EMA_SUM_SUFFIX = "_codebook.embed_avg"  # training-only: a shipped codec leaves it out
+
+
+def with_ema_sums(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state with each codebook's EMA sum (`embed_avg`, only needed to keep training) rebuilt
+    as embed × cluster_size where an export left it out; the codes are the same either way."""
+    state = dict(state)
+    for key in [k for k in state if k.endswith("_codebook.embed")]:
+        avg = key.removesuffix("embed") + "embed_avg"
+        if avg not in state:
+            size = state[key.removesuffix("embed") + "cluster_size"]
+            state[avg] = state[key] * size.to(state[key].dtype)[:, None]
+    return state

@@ -120,16 +120,18 @@ def save_model_folder(
 
 
 def export_model_folder(src: Path, dst: Path, kind: str, dtype: torch.dtype | None = None,
-                        extra: dict[str, Any] | None = None) -> Path:
+                        drop_suffixes: tuple[str, ...] = ()) -> Path:
     """Copy the model folder `src` of `kind` to `dst` for shipping: floating weights stored as
-    `dtype` (float16 halves a model; loading casts them back), `exported_from` and
-    `stored_dtype` added to its extra information. Returns dst."""
+    `dtype` (float16 halves a model; loading casts them back), tensors whose names end with one
+    of `drop_suffixes` left out (training-only state the loader can rebuild), `exported_from`,
+    `stored_dtype` and `dropped` added to its extra information. Returns dst."""
     stored = load_model_folder(src, kind)
-    state = stored.state_dict
+    state = {k: v for k, v in stored.state_dict.items() if not k.endswith(drop_suffixes)}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     info = {**stored.extra, "exported_from": str(src),
-            "stored_dtype": str(dtype or "as trained").removeprefix("torch."), **(extra or {})}
+            "stored_dtype": str(dtype or "as trained").removeprefix("torch."),
+            "dropped": list(drop_suffixes)}
     return save_model_folder(dst, state, kind, stored.config, info)
 
 
