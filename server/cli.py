@@ -466,8 +466,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=4.0,
                    help="continuation seconds (default 4)")
     p.add_argument("--seed", type=int, default=0, help="clip choice and sampling seed")
-    p.add_argument("--systems", default="continuo,acoustic_only,true,repeat_last_bar,random_clip",
-                   help="comma-separated systems (default: all five)")
+    p.add_argument("--systems",
+                   default="continuo,acoustic_only,true,true_codec,repeat_last_bar,random_clip",
+                   help="comma-separated systems (default: all six)")
     p.set_defaults(func=_run_eval)
 
 

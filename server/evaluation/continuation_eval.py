@@ -19,6 +19,9 @@ end), each continuation exactly as long as the truth:
 - `acoustic_only`: the same with `acoustic_only=True` (the paper's ablation: coarse + fine
   stages without semantic tokens), same seed;
 - `true`: the real next seconds;
+- `true_codec`: the real next seconds as the codec gives them back (prompt and truth encoded
+  and decoded as one clip, the truth's part kept): the best any model speaking through this
+  codec can do, and what the codec alone costs at the seam;
 - `repeat_last_bar`: the prompt's last bar looped; a bar is 4 beats at the prompt's tempo
   estimate clamped to [MIN_BPM, MAX_BPM] (120 BPM when none is found), so 1.2–4 s, and never
   longer than the prompt;
@@ -58,7 +61,7 @@ from continuo.server.training.token_cache import model_tokenizers
 
 log = logging.getLogger(__name__)
 
-SYSTEMS = ("continuo", "acoustic_only", "true", "repeat_last_bar", "random_clip")
+SYSTEMS = ("continuo", "acoustic_only", "true", "true_codec", "repeat_last_bar", "random_clip")
 MODEL_SYSTEMS = ("continuo", "acoustic_only")
 HELD_OUT_SPLITS = ("valid", "test")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
@@ -268,7 +271,7 @@ def model_continuation(pipeline: Continuation, clip: Clip, seed: int,
 
 
 def system_audio(index: int, clips: list[Clip], ref: Reference, pipeline: Continuation | None,
-                 config: EvalConfig) -> dict[str, np.ndarray | None]:
+                 codec: AcousticCodec, config: EvalConfig) -> dict[str, np.ndarray | None]:
     """Each system's continuation of clip `index` (None: random_clip with a single clip)."""
     clip, out = clips[index], {}
     for name in config.systems:
@@ -278,6 +281,9 @@ def system_audio(index: int, clips: list[Clip], ref: Reference, pipeline: Contin
                                            acoustic_only=name == "acoustic_only")
         elif name == "true":
             out[name] = clip.truth
+        elif name == "true_codec":
+            whole = _through_codec(codec, np.concatenate([clip.prompt, clip.truth]))
+            out[name] = whole[len(clip.prompt):]
         elif name == "repeat_last_bar":
             out[name] = repeat_last_bar(clip.prompt, len(clip.truth), ref.prompt_tempo_bpm,
                                         ref.sr)
@@ -287,10 +293,15 @@ def system_audio(index: int, clips: list[Clip], ref: Reference, pipeline: Contin
     return out
 
 
+def _through_codec(codec: AcousticCodec, audio: np.ndarray) -> np.ndarray:
+    """[T] → [T]: encoded and decoded by the codec."""
+    x = torch.from_numpy(np.ascontiguousarray(audio))[None, None].repeat(1, codec.channels, 1)
+    return codec.decode(codec.encode(x))[0].mean(dim=0).float().cpu().numpy()[: len(audio)]
+
+
 def codec_figures(codec: AcousticCodec, truth: np.ndarray) -> dict[str, float]:
     """SI-SDR (dB) and log-mel L1 of the codec's reconstruction of `truth` [T]."""
-    x = torch.from_numpy(np.ascontiguousarray(truth))[None, None].repeat(1, codec.channels, 1)
-    decoded = codec.decode(codec.encode(x))[0].mean(dim=0).float().cpu().numpy()[: len(truth)]
+    decoded = _through_codec(codec, truth)
     return {"si_sdr_db": si_sdr_db(truth, decoded),
             "log_mel_l1": log_mel_l1(truth, decoded, codec.sample_rate)[0]}
 
@@ -328,7 +339,7 @@ def run_eval(folder: Path, preset: Preset | str | Path, out: Path,
     out = Path(out)
     for i, clip in enumerate(tqdm(clips, desc="eval", unit="clip", disable=not progress)):
         ref = Reference.of(clip.prompt, clip.truth, sr)
-        audio = system_audio(i, clips, ref, pipeline, config)
+        audio = system_audio(i, clips, ref, pipeline, codec, config)
         rows.append(_clip_row(clip, ref, audio, codec))
         if i < config.plot_clips:
             figures.update(_clip_figures(out, i, clip, audio, config, sr))
