@@ -97,10 +97,10 @@ class Continuation:
                                   f"{self.preset.name!r} model_dir)")
         folders = {name: stage_folder(model_dir, name) for name in STAGE_FOLDERS}
         self.tokenizers: Tokenizers = model_tokenizers(model_dir, self.preset.bandwidth_kbps)
-        self.stages: dict[str, tuple[object, nn.Module]] = {
-            name: _with_precision(load_stage(folder), self.preset.precision)
-            for name, folder in folders.items()
-        }
+        self.stages: dict[str, tuple[object, nn.Module]] = {}
+        for name, folder in folders.items():
+            stage, model = load_stage(folder)
+            self.stages[name] = (stage, with_precision(model, self.preset.precision))
         self.folders = folders
         self._check_stages()
 
@@ -243,11 +243,6 @@ class Continuation:
             raise RuntimeError(f"codec decoded {audio.shape[-1]} samples for "
                                f"{left + n_new} frames of {hop}")
         return out.float().cpu().numpy()
-
-
-def _with_precision(loaded: tuple[object, nn.Module], precision: str) -> tuple[object, nn.Module]:
-    stage, model = loaded
-    return stage, with_precision(model, precision)
 
 
 def _windows(n_known: int, n_total: int, window: int) -> list[tuple[int, int, int]]:
