@@ -19,7 +19,9 @@ The pipeline (`Continuation.generate`), at the codec's rate and frame grid:
 3. the coarse stage continues the prompt's coarse codes (frames P = 3·S onwards) conditioned on
    all semantic tokens; 4. the fine stage adds the fine codes of the new frames;
 5. prompt + new codes are decoded with up to `DECODE_CONTEXT_S` of the prompt as left context,
-   and only the new frames' samples are kept: the continuation starts at frame P exactly.
+   and only the new frames' samples are kept: the continuation starts at frame P exactly. Its
+   first `SPLICE_S` are shifted so that it starts from the prompt's last sample, not from the
+   codec's version of it (`splice`: no click where the original gives way to the codec).
 Stages whose window is shorter than prompt + continuation continue window by window
 (`fine_windows`), each window repeating the last three quarters of the window as its prompt.
 Nothing here does I/O apart from reading the model folder and calling `progress`.
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 STAGE_FOLDERS = {"semantic": "semantic_lm", "coarse": "coarse_lm", "fine": "fine_lm"}
 STEPS = ("encode", "semantic", "coarse", "fine", "decode")
 DECODE_CONTEXT_S = 1.0  # prompt audio decoded before the seam so the codec's state is warm
+SPLICE_S = 0.002  # the codec's offset from the prompt at the seam fades out over this long
 Progress = Callable[[str], None]  # called with each finished step of STEPS
 
 
@@ -193,7 +196,7 @@ class Continuation:
                                        self.preset.fine.params(), gen)
             all_codes = torch.cat([coarse, torch.cat([codes[:, q:], fine], dim=2)], dim=1)
         with step("decode"):
-            out = self._decode(all_codes, codes.shape[2], encoded.scale)[:n_samples]
+            out = self._decode(all_codes, codes.shape[2], encoded.scale, prompt[-1])[:n_samples]
         n_prompt, n_total = codes.shape[2], all_codes.shape[2]
         return ContinuationResult(
             audio=out, prompt=prompt, sample_rate=self.sample_rate, semantic=semantic[0],
@@ -230,9 +233,10 @@ class Continuation:
             coarse = torch.cat([coarse, new], dim=2)
         return coarse
 
-    def _decode(self, codes: torch.Tensor, n_prompt: int, scale: torch.Tensor | None) -> np.ndarray:
+    def _decode(self, codes: torch.Tensor, n_prompt: int, scale: torch.Tensor | None,
+                last_prompt_sample: float) -> np.ndarray:
         """codes [1, K, P + N] → the samples of frames P.. (mono [N · hop]), decoded with up to
-        DECODE_CONTEXT_S of prompt frames before them."""
+        DECODE_CONTEXT_S of prompt frames before them, spliced onto the prompt's last sample."""
         codec = self.tokenizers.codec
         left = min(n_prompt, math.ceil(DECODE_CONTEXT_S * codec.frame_rate))
         audio = codec.decode(EncodedAudio(codes[:, :, n_prompt - left:], scale))  # [1, C, T]
@@ -242,7 +246,19 @@ class Continuation:
         if out.shape[0] != n_new * hop:
             raise RuntimeError(f"codec decoded {audio.shape[-1]} samples for "
                                f"{left + n_new} frames of {hop}")
-        return out.float().cpu().numpy()
+        out = out.float().cpu().numpy()
+        if left == 0:
+            return out
+        decoded_last = float(audio[0].mean(dim=0)[left * hop - 1])
+        return splice(out, last_prompt_sample - decoded_last, round(SPLICE_S * codec.sample_rate))
+
+
+def splice(audio: np.ndarray, jump: float, n_samples: int) -> np.ndarray:
+    """audio [T] shifted by `jump` at its first sample, the shift fading linearly to 0 over
+    n_samples: the continuation then starts where the prompt's last sample left off instead of
+    where the codec's version of it did (their difference is a click at the seam)."""
+    fade = np.clip(1.0 - np.arange(len(audio)) / max(n_samples, 1), 0.0, 1.0)
+    return (audio + jump * fade).astype(np.float32)
 
 
 def _windows(n_known: int, n_total: int, window: int) -> list[tuple[int, int, int]]:

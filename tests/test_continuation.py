@@ -20,7 +20,7 @@ from continuation_fixtures import (  # noqa: F401 (fixtures)
 )
 
 from continuo.server.cli import main
-from continuo.server.continuation import Continuation
+from continuo.server.continuation import Continuation, splice
 from continuo.server.errors import AudioError, CheckpointError, ConfigError
 from continuo.server.model.stage_config import CoarseStageConfig
 from continuo.server.model.stages import CoarseStage
@@ -122,9 +122,16 @@ def test_continuation_starts_at_the_frame_after_the_prompt(
         assert torch.equal(known, result.codes[:3, done - known.shape[1]: done])
         done += n_new
     assert done == result.codes.shape[1]
-    # audio = the decoded frames P.. of prompt + continuation codes, nothing repeated
+    # audio = the decoded frames P.. of prompt + continuation codes, nothing repeated, its first
+    # 2 ms (48 samples) shifted to start from the prompt's last sample: the step across the seam
+    # is the codec's own step there, not the gap between the original and the codec
     full = codec.decode(EncodedAudio(result.codes[None], encoded.scale))[0, 0].numpy()
-    np.testing.assert_allclose(result.audio, full[n_prompt * 320:], atol=1e-5)
+    seam = n_prompt * 320
+    np.testing.assert_allclose(result.audio[48:], full[seam + 48:], atol=1e-5)
+    assert result.audio[0] - result.prompt[-1] == pytest.approx(full[seam] - full[seam - 1],
+                                                                abs=1e-5)
+    gap = abs(result.prompt[-1] - full[seam - 1])
+    assert gap > 1e-5  # the random tiny codec is off the prompt: the splice had work to do
 
 
 def test_cli_writes_wav_json_png(model_dir: Path, tmp_path: Path, piano: np.ndarray,
@@ -178,3 +185,13 @@ def test_presets_validate_and_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="temprature"):
         load_preset(bad)
     assert Preset().semantic.params().temperature == 1.0
+
+
+def test_splice_fades_the_jump_out_over_its_length() -> None:
+    audio = np.linspace(0.0, 0.1, 100, dtype=np.float32)
+    spliced = splice(audio, 0.5, 10)
+    assert spliced.dtype == np.float32
+    assert spliced[0] == pytest.approx(0.5) and spliced[5] == pytest.approx(audio[5] + 0.25)
+    np.testing.assert_array_equal(spliced[10:], audio[10:])
+    assert np.all(np.diff(spliced[:11]) < 0)  # a straight ramp down, no step of its own
+    assert splice(audio[:4], 0.5, 10)[3] == pytest.approx(audio[3] + 0.5 * 0.7)  # cut short
