@@ -20,8 +20,9 @@ end), each continuation exactly as long as the truth:
   stages without semantic tokens), same seed;
 - `true`: the real next seconds;
 - `true_codec`: the real next seconds as the codec gives them back (prompt and truth encoded
-  and decoded as one clip, the truth's part kept): the best any model speaking through this
-  codec can do, and what the codec alone costs at the seam;
+  and decoded as one clip, the truth's part kept and spliced onto the prompt like the
+  pipeline's output): the best any model speaking through this codec can do, and what the
+  codec alone costs at the seam;
 - `repeat_last_bar`: the prompt's last bar looped; a bar is 4 beats at the prompt's tempo
   estimate clamped to [MIN_BPM, MAX_BPM] (120 BPM when none is found), so 1.2–4 s, and never
   longer than the prompt;
@@ -48,7 +49,7 @@ import torch
 from tqdm import tqdm
 
 from continuo.server.audio import check_samples, downmix, resample, write_audio
-from continuo.server.continuation import Continuation
+from continuo.server.continuation import SPLICE_S, Continuation, splice
 from continuo.server.data.manifest import MANIFEST_NAME, load_manifest
 from continuo.server.errors import AudioError, ConfigError, DataError
 from continuo.server.evaluation.codec_metrics import log_mel_l1, si_sdr_db
@@ -283,7 +284,9 @@ def system_audio(index: int, clips: list[Clip], ref: Reference, pipeline: Contin
             out[name] = clip.truth
         elif name == "true_codec":
             whole = _through_codec(codec, np.concatenate([clip.prompt, clip.truth]))
-            out[name] = whole[len(clip.prompt):]
+            n = len(clip.prompt)  # spliced onto the prompt as the pipeline's output is
+            out[name] = splice(whole[n:], clip.prompt[-1] - whole[n - 1],
+                               round(SPLICE_S * ref.sr))
         elif name == "repeat_last_bar":
             out[name] = repeat_last_bar(clip.prompt, len(clip.truth), ref.prompt_tempo_bpm,
                                         ref.sr)
