@@ -22,8 +22,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_small_codec import tiny_config
 
 from continuo.server.errors import DataError
-from continuo.server.tokenizers.small_codec import SmallCodec, SmallCodecConfig
-from continuo.server.training.checkpoint import load_training_checkpoint
+from continuo.server.tokenizers.small_codec import (
+    EMA_SUM_SUFFIX,
+    KIND,
+    SmallCodec,
+    SmallCodecConfig,
+)
+from continuo.server.training.checkpoint import export_model_folder, load_training_checkpoint
 from continuo.server.training.codec_trainer import CodecTrainConfig, train_codec
 
 SR = 24000
@@ -170,7 +175,9 @@ def test_new_run_starts_from_a_codec_folder(data_dir: Path, tmp_path: Path) -> N
     """A shipped codec (weights + step, no optimiser) carries training to another machine."""
     train_codec(data_dir, tmp_path / "first", TINY, quick(steps=10, eval_every=10),
                 progress=False)
-    shipped = tmp_path / "first" / "best"
+    shipped = tmp_path / "shipped"  # exported as models/piano/codec is: float16, no EMA sums
+    export_model_folder(tmp_path / "first" / "best", shipped, KIND, torch.float16,
+                        (EMA_SUM_SUFFIX,))
     before = SmallCodec.load(shipped).model.state_dict()
     other = SmallCodecConfig()  # the folder's architecture wins
     run = train_codec(data_dir, tmp_path / "second", other,

@@ -40,6 +40,7 @@ from continuo.server.tokenizers.small_codec import (
     SmallCodecConfig,
     SmallCodecModel,
     rms_normalize,
+    with_ema_sums,
 )
 from continuo.server.training import codec_losses as L
 from continuo.server.training.checkpoint import (
@@ -197,7 +198,7 @@ class CodecTrainer:
         if ckpt is not None:
             self._restore(ckpt)
         elif start is not None:
-            self.model.load_state_dict(start.state_dict)
+            self.model.load_state_dict(with_ema_sums(start.state_dict))  # exports drop them
             self.step = int(start.extra.get("step", 0))
             log.info("new run from %s (step %d), fresh optimiser", config.init_from, self.step)
         crop = round(config.crop_seconds * model_config.sample_rate)
