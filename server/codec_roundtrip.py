@@ -14,7 +14,7 @@ import torch
 from continuo.server.audio import Audio, write_audio
 from continuo.server.evaluation.codec_metrics import codec_metrics
 from continuo.server.plots import plot_continuation
-from continuo.server.tokenizers.codec import AcousticCodec
+from continuo.server.tokenizers.codec import AcousticCodec, EncodedAudio
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,18 @@ class Roundtrip:
         return codec_metrics(self.original, self.decoded, self.sample_rate)
 
 
+def reconstruct(codec: AcousticCodec, samples: np.ndarray) -> tuple[np.ndarray, EncodedAudio]:
+    """Mono samples [T] at the codec's rate → (the codec's reconstruction [T] float32, codes)."""
+    x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None, None]
+    encoded = codec.encode(x.repeat(1, codec.channels, 1))  # [1, C, T]
+    decoded = codec.decode(encoded)[0].mean(dim=0)[: len(samples)].float().cpu().numpy()
+    return decoded, encoded
+
+
 def roundtrip(codec: AcousticCodec, audio: Audio) -> Roundtrip:
     """Encode and decode `audio` (loaded at the codec's rate, mono) with `codec`."""
-    samples = torch.from_numpy(audio.samples[:1])[None].repeat(1, codec.channels, 1)  # [1, C, T]
     start = time.perf_counter()
-    encoded = codec.encode(samples)
-    decoded = codec.decode(encoded)[0].mean(dim=0)[: samples.shape[-1]].cpu().numpy()
+    decoded, encoded = reconstruct(codec, audio.samples[0])
     return Roundtrip(audio.samples[0], decoded, codec.sample_rate, encoded.codes.shape[1],
                      encoded.codes.shape[2], time.perf_counter() - start)
 

@@ -45,10 +45,10 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-import torch
 from tqdm import tqdm
 
 from continuo.server.audio import check_samples, downmix, resample, write_audio
+from continuo.server.codec_roundtrip import reconstruct
 from continuo.server.continuation import SPLICE_S, Continuation, splice
 from continuo.server.data.manifest import MANIFEST_NAME, load_manifest
 from continuo.server.errors import AudioError, ConfigError, DataError
@@ -283,7 +283,7 @@ def system_audio(index: int, clips: list[Clip], ref: Reference, pipeline: Contin
         elif name == "true":
             out[name] = clip.truth
         elif name == "true_codec":
-            whole = _through_codec(codec, np.concatenate([clip.prompt, clip.truth]))
+            whole, _ = reconstruct(codec, np.concatenate([clip.prompt, clip.truth]))
             n = len(clip.prompt)  # spliced onto the prompt as the pipeline's output is
             out[name] = splice(whole[n:], clip.prompt[-1] - whole[n - 1],
                                round(SPLICE_S * ref.sr))
@@ -296,15 +296,9 @@ def system_audio(index: int, clips: list[Clip], ref: Reference, pipeline: Contin
     return out
 
 
-def _through_codec(codec: AcousticCodec, audio: np.ndarray) -> np.ndarray:
-    """[T] → [T]: encoded and decoded by the codec."""
-    x = torch.from_numpy(np.ascontiguousarray(audio))[None, None].repeat(1, codec.channels, 1)
-    return codec.decode(codec.encode(x))[0].mean(dim=0).float().cpu().numpy()[: len(audio)]
-
-
 def codec_figures(codec: AcousticCodec, truth: np.ndarray) -> dict[str, float]:
     """SI-SDR (dB) and log-mel L1 of the codec's reconstruction of `truth` [T]."""
-    decoded = _through_codec(codec, truth)
+    decoded, _ = reconstruct(codec, truth)
     return {"si_sdr_db": si_sdr_db(truth, decoded),
             "log_mel_l1": log_mel_l1(truth, decoded, codec.sample_rate)[0]}
 
