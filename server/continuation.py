@@ -20,8 +20,9 @@ The pipeline (`Continuation.generate`), at the codec's rate and frame grid:
    all semantic tokens; 4. the fine stage adds the fine codes of the new frames;
 5. prompt + new codes are decoded with up to `DECODE_CONTEXT_S` of the prompt as left context,
    and only the new frames' samples are kept: the continuation starts at frame P exactly. Its
-   first `SPLICE_S` are shifted so that it starts from the prompt's last sample, not from the
-   codec's version of it (`splice`: no click where the original gives way to the codec).
+   first `SPLICE_S` are shifted so that it starts from the prompt's last sample (a hard join
+   without a click); the codec's rendering of the prompt's last `CROSSFADE_S` comes with it as
+   `lead_in`, for a crossfaded join (`ContinuationResult.joined`; see `seam`).
 Stages whose window is shorter than prompt + continuation continue window by window
 (`fine_windows`), each window repeating the last three quarters of the window as its prompt.
 Nothing here does I/O apart from reading the model folder and calling `progress`.
@@ -46,6 +47,7 @@ from continuo.server.model.loading import load_stage
 from continuo.server.model.precision import with_precision
 from continuo.server.model.stages import CoarseStage, FineStage, SemanticStage, fine_windows
 from continuo.server.presets import Preset, load_preset
+from continuo.server.seam import CROSSFADE_S, SPLICE_S, codec_join, crossfade_join
 from continuo.server.tokenizers.codec import EncodedAudio
 from continuo.server.training.token_cache import Tokenizers, model_tokenizers
 
@@ -54,24 +56,30 @@ log = logging.getLogger(__name__)
 STAGE_FOLDERS = {"semantic": "semantic_lm", "coarse": "coarse_lm", "fine": "fine_lm"}
 STEPS = ("encode", "semantic", "coarse", "fine", "decode")
 DECODE_CONTEXT_S = 1.0  # prompt audio decoded before the seam so the codec's state is warm
-SPLICE_S = 0.002  # the codec's offset from the prompt at the seam fades out over this long
 Progress = Callable[[str], None]  # called with each finished step of STEPS
 
 
 @dataclass(frozen=True)
 class ContinuationResult:
-    """audio [T'] the continuation only; prompt [T] the prompt as used (resampled, trimmed),
-    both at sample_rate (the codec's). semantic [S + N_s], codes [K, P + N] all tokens (prompt
-    first); timings_s per step; tokens: counts of prompt and new tokens and frames."""
+    """audio [T'] the continuation only (hard-join ready); prompt [T] the prompt as used
+    (resampled, trimmed); lead_in [L] the codec's rendering of the prompt's last L samples,
+    continuous with audio (L = CROSSFADE_S, less for a short prompt); all at sample_rate (the
+    codec's). semantic [S + N_s], codes [K, P + N] all tokens (prompt first); timings_s per
+    step; tokens: counts of prompt and new tokens and frames."""
 
     audio: np.ndarray
     prompt: np.ndarray
+    lead_in: np.ndarray
     sample_rate: int
     semantic: torch.Tensor
     codes: torch.Tensor
     seed: int
     timings_s: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
+
+    def joined(self) -> np.ndarray:
+        """[T + T'] the prompt crossfaded into the continuation over its last L samples."""
+        return crossfade_join(self.prompt, self.lead_in, self.audio)
 
 
 def stage_folder(model_dir: Path, name: str) -> Path:
@@ -177,50 +185,58 @@ class Continuation:
 
         prompt = self.prepare_prompt(audio, sample_rate)
         with step("encode"):
-            semantic = torch.from_numpy(tok.semantic.tokenize(prompt, self.sample_rate)).long()
-            x = torch.from_numpy(prompt)[None, None].expand(1, tok.codec.channels, -1)
-            encoded = tok.codec.encode(x)
-            n_sem = len(prompt) // self.semantic_hop_samples
-            semantic = semantic[None, :n_sem]
-            codes = encoded.codes[:, :, : n_sem * tok.frames_per_semantic]  # [1, K, P]
+            semantic, codes, scale = self.encode_prompt(prompt)
+        n_sem = semantic.shape[1]
         n_frames = (n_sem + n_new_sem) * tok.frames_per_semantic
         with step("semantic"):
             if not acoustic_only:
-                semantic = self._semantic(semantic, n_new_sem, gen)
+                semantic = self.extend_semantic(semantic, n_new_sem, gen)
         with step("coarse"):
-            coarse = self._coarse(None if acoustic_only else semantic, codes, n_frames, gen)
+            coarse = self.extend_coarse(None if acoustic_only else semantic, codes, n_frames, gen)
         with step("fine"):
-            fine_stage, fine_model = self.stages["fine"]
-            q = fine_stage.config.n_coarse
-            fine = fine_stage.generate(fine_model, coarse, codes[:, q:],
-                                       self.preset.fine.params(), gen)
-            all_codes = torch.cat([coarse, torch.cat([codes[:, q:], fine], dim=2)], dim=1)
+            all_codes = self.extend_fine(coarse, codes, gen)
         with step("decode"):
-            out = self._decode(all_codes, codes.shape[2], encoded.scale, prompt[-1])[:n_samples]
+            lead_in, out = self._decode(all_codes, codes.shape[2], scale, prompt[-1])
         n_prompt, n_total = codes.shape[2], all_codes.shape[2]
         return ContinuationResult(
-            audio=out, prompt=prompt, sample_rate=self.sample_rate, semantic=semantic[0],
+            audio=out[:n_samples], prompt=prompt, lead_in=lead_in, sample_rate=self.sample_rate,
+            semantic=semantic[0],
             codes=all_codes[0], seed=seed, timings_s=timings,
             tokens={"prompt_semantic": n_sem, "new_semantic": semantic.shape[1] - n_sem,
                     "prompt_frames": n_prompt, "new_frames": n_total - n_prompt},
         )
 
-    def _semantic(self, prompt: torch.Tensor, n_new: int, gen: torch.Generator) -> torch.Tensor:
-        """prompt [1, S] → [1, S + n_new], window by window."""
+    def encode_prompt(self, prompt: np.ndarray) -> tuple[torch.Tensor, torch.Tensor,
+                                                          torch.Tensor | None]:
+        """A prepared prompt [T] (`prepare_prompt`) → semantic tokens [1, S], codes [1, K, 3S]
+        and the codec's scale (None for codecs that do not normalise)."""
+        tok = self.tokenizers
+        semantic = torch.from_numpy(tok.semantic.tokenize(prompt, self.sample_rate)).long()
+        x = torch.from_numpy(prompt)[None, None].expand(1, tok.codec.channels, -1)
+        encoded = tok.codec.encode(x)
+        n_sem = len(prompt) // self.semantic_hop_samples
+        codes = encoded.codes[:, :, : n_sem * tok.frames_per_semantic]
+        return semantic[None, :n_sem], codes, encoded.scale
+
+    def extend_semantic(self, prompt: torch.Tensor, n_new: int, gen: torch.Generator,
+                        sampling: Preset | None = None) -> torch.Tensor:
+        """prompt [1, S] → [1, S + n_new], window by window; sampling: the preset whose
+        per-stage sampling to use (default this pipeline's)."""
         stage, model = self.stages["semantic"]
+        params = (sampling or self.preset).semantic.params()
         window = stage.config.window_tokens
         tokens = prompt
         for start, done, end in _windows(prompt.shape[1], prompt.shape[1] + n_new, window):
-            new = stage.generate(model, tokens[:, start:done], end - done,
-                                 self.preset.semantic.params(), gen)
+            new = stage.generate(model, tokens[:, start:done], end - done, params, gen)
             tokens = torch.cat([tokens, new], dim=1)
         return tokens
 
-    def _coarse(self, semantic: torch.Tensor | None, codes: torch.Tensor, n_frames: int,
-                gen: torch.Generator) -> torch.Tensor:
+    def extend_coarse(self, semantic: torch.Tensor | None, codes: torch.Tensor, n_frames: int,
+                      gen: torch.Generator, sampling: Preset | None = None) -> torch.Tensor:
         """semantic [1, S + N] (None: acoustic only) and prompt codes [1, K, P] → coarse codes
         [1, Q', n_frames], n_frames = 3(S + N), window by window."""
         stage, model = self.stages["coarse"]
+        params = (sampling or self.preset).coarse.params()
         q = stage.config.n_coarse
         unit = 1 if semantic is None else stage.config.frames_per_semantic  # frames per step
         coarse = codes[:, :q]
@@ -228,37 +244,39 @@ class Continuation:
         for start, done, end in _windows(codes.shape[2] // unit, n_frames // unit, window):
             known = coarse[:, :, start * unit: done * unit]
             cond = None if semantic is None else semantic[:, start:end]
-            new = stage.generate(model, cond, known, (end - done) * unit,
-                                 self.preset.coarse.params(), gen)
+            new = stage.generate(model, cond, known, (end - done) * unit, params, gen)
             coarse = torch.cat([coarse, new], dim=2)
         return coarse
 
+    def extend_fine(self, coarse: torch.Tensor, codes: torch.Tensor, gen: torch.Generator,
+                    sampling: Preset | None = None) -> torch.Tensor:
+        """coarse codes [1, Q', F] (prompt + new) and prompt codes [1, K, P] → all codes
+        [1, K, F]: the prompt's fine codes, then the fine stage's for frames P.."""
+        stage, model = self.stages["fine"]
+        q = stage.config.n_coarse
+        fine = stage.generate(model, coarse, codes[:, q:], (sampling or self.preset).fine.params(),
+                              gen)
+        return torch.cat([coarse, torch.cat([codes[:, q:], fine], dim=2)], dim=1)
+
     def _decode(self, codes: torch.Tensor, n_prompt: int, scale: torch.Tensor | None,
-                last_prompt_sample: float) -> np.ndarray:
-        """codes [1, K, P + N] → the samples of frames P.. (mono [N · hop]), decoded with up to
-        DECODE_CONTEXT_S of prompt frames before them, spliced onto the prompt's last sample."""
+                last_prompt_sample: float) -> tuple[np.ndarray, np.ndarray]:
+        """codes [1, K, P + N] → (lead_in [L], the samples of frames P.. (mono [N · hop])),
+        decoded with up to DECODE_CONTEXT_S of prompt frames before them; see `codec_join`."""
         codec = self.tokenizers.codec
         left = min(n_prompt, math.ceil(DECODE_CONTEXT_S * codec.frame_rate))
         audio = codec.decode(EncodedAudio(codes[:, :, n_prompt - left:], scale))  # [1, C, T]
         hop = codec.hop_length
         n_new = codes.shape[2] - n_prompt
-        out = audio[0].mean(dim=0)[left * hop: (left + n_new) * hop]
-        if out.shape[0] != n_new * hop:
+        mono = audio[0].mean(dim=0).float().cpu().numpy()
+        if mono.shape[0] < (left + n_new) * hop:
             raise RuntimeError(f"codec decoded {audio.shape[-1]} samples for "
                                f"{left + n_new} frames of {hop}")
-        out = out.float().cpu().numpy()
+        out = mono[left * hop: (left + n_new) * hop]
         if left == 0:
-            return out
-        decoded_last = float(audio[0].mean(dim=0)[left * hop - 1])
-        return splice(out, last_prompt_sample - decoded_last, round(SPLICE_S * codec.sample_rate))
-
-
-def splice(audio: np.ndarray, jump: float, n_samples: int) -> np.ndarray:
-    """audio [T] shifted by `jump` at its first sample, the shift fading linearly to 0 over
-    n_samples: the continuation then starts where the prompt's last sample left off instead of
-    where the codec's version of it did (their difference is a click at the seam)."""
-    fade = np.clip(1.0 - np.arange(len(audio)) / max(n_samples, 1), 0.0, 1.0)
-    return (audio + jump * fade).astype(np.float32)
+            return np.zeros(0, np.float32), out
+        n_lead = min(left * hop, round(CROSSFADE_S * codec.sample_rate))
+        return codec_join(last_prompt_sample, mono[left * hop - n_lead: left * hop], out,
+                          round(SPLICE_S * codec.sample_rate))
 
 
 def _windows(n_known: int, n_total: int, window: int) -> list[tuple[int, int, int]]:

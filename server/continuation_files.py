@@ -1,7 +1,8 @@
 """What `continuo continue` writes next to OUT.wav: the files of one offline continuation.
 
     OUT.wav       the continuation only (codec rate, mono)
-    OUT.full.wav  prompt (as used: resampled, trimmed) followed by the continuation
+    OUT.full.wav  prompt (as used: resampled, trimmed) crossfaded into the continuation over
+                  its last `seam.CROSSFADE_S` (`ContinuationResult.joined`)
     OUT.json      sidecar: model folder and the sha256 of each part's config.json (which holds
                   its weights' sha256), preset, seed, seconds, prompt path and sha256, timings,
                   token counts
@@ -13,8 +14,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from continuo.server.audio import write_audio
 from continuo.server.continuation import Continuation, ContinuationResult
@@ -63,9 +62,10 @@ def write_continuation(pipeline: Continuation, result: ContinuationResult, promp
     paths = output_paths(out)
     rate = result.sample_rate
     write_audio(paths["wav"], result.audio[None], rate)
-    write_audio(paths["full"], np.concatenate([result.prompt, result.audio])[None], rate)
+    joined, n = result.joined(), len(result.prompt)
+    write_audio(paths["full"], joined[None], rate)
     meta = {**sidecar(pipeline, result, prompt_path, seconds), **(extra or {})}
     paths["json"].write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    plot_continuation(result.prompt, result.audio, rate, paths["png"],
+    plot_continuation(joined[:n], joined[n:], rate, paths["png"],
                       title=f"{Path(prompt_path).name}: {pipeline.preset.name}, seed {result.seed}")
     return paths

@@ -20,7 +20,7 @@ from continuation_fixtures import (  # noqa: F401 (fixtures)
 )
 
 from continuo.server.cli import main
-from continuo.server.continuation import Continuation, splice
+from continuo.server.continuation import Continuation
 from continuo.server.errors import AudioError, CheckpointError, ConfigError
 from continuo.server.model.stage_config import CoarseStageConfig
 from continuo.server.model.stages import CoarseStage
@@ -132,6 +132,15 @@ def test_continuation_starts_at_the_frame_after_the_prompt(
                                                                 abs=1e-5)
     gap = abs(result.prompt[-1] - full[seam - 1])
     assert gap > 1e-5  # the random tiny codec is off the prompt: the splice had work to do
+    # the lead-in is the codec's rendering of the prompt's last 50 ms (1,200 samples), meeting
+    # the continuation as the codec's own output does; joined() crossfades the prompt into it
+    lead = result.lead_in
+    assert len(lead) == 1200 and lead[0] == pytest.approx(full[seam - 1200], abs=1e-5)
+    assert lead[-1] == pytest.approx(result.prompt[-1], abs=1e-6)
+    joined = result.joined()
+    assert len(joined) == len(result.prompt) + len(result.audio)
+    np.testing.assert_array_equal(joined[:-len(result.audio) - 1200], result.prompt[:-1200])
+    np.testing.assert_array_equal(joined[-len(result.audio):], result.audio)
 
 
 def test_cli_writes_wav_json_png(model_dir: Path, tmp_path: Path, piano: np.ndarray,
@@ -185,13 +194,3 @@ def test_presets_validate_and_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="temprature"):
         load_preset(bad)
     assert Preset().semantic.params().temperature == 1.0
-
-
-def test_splice_fades_the_jump_out_over_its_length() -> None:
-    audio = np.linspace(0.0, 0.1, 100, dtype=np.float32)
-    spliced = splice(audio, 0.5, 10)
-    assert spliced.dtype == np.float32
-    assert spliced[0] == pytest.approx(0.5) and spliced[5] == pytest.approx(audio[5] + 0.25)
-    np.testing.assert_array_equal(spliced[10:], audio[10:])
-    assert np.all(np.diff(spliced[:11]) < 0)  # a straight ramp down, no step of its own
-    assert splice(audio[:4], 0.5, 10)[3] == pytest.approx(audio[3] + 0.5 * 0.7)  # cut short

@@ -147,3 +147,21 @@ def test_score_continuation_of_the_truth_and_of_a_wrong_key() -> None:
     assert wrong["seam_flux_ratio"] > 2 * truth["seam_flux_ratio"]
     assert truth["onset_rate_ratio"] == pytest.approx(1.0, abs=0.25)
     assert truth["tempo_error"] < 0.05 and truth["mfcc_distance"] < wrong["mfcc_distance"] + 5
+
+
+def test_seam_region_covers_a_crossfade_and_what_happens_inside_it() -> None:
+    # a steady tone whose continuation is a noisier rendering of the same tone (as a codec's)
+    rng = np.random.default_rng(1)
+    steady = tone(440, 4.0, SR)
+    noisy = (steady + 0.02 * rng.standard_normal(len(steady))).astype(np.float32)
+    seam, lead = 2 * SR, 1_200
+    hard = seam_flux_ratio(steady[:seam], noisy[seam:], SR)
+    faded = seam_flux_ratio(steady[:seam], noisy[seam:], SR, lead_in=noisy[seam - lead: seam])
+    assert faded < 0.75 * hard, (hard, faded)
+    # a click 40 ms before the seam is inside the crossfade's region, and counted
+    clicked = steady.copy()
+    clicked[seam - 960] += 0.8
+    assert seam_flux_ratio(clicked[:seam], noisy[seam:], SR, lead_in=noisy[seam - lead: seam]) \
+        > 2 * faded
+    # a hard join measured over the same region as a crossfade still sees its cut
+    assert seam_flux_ratio(steady[:seam], noisy[seam:], SR, region=lead) >= hard

@@ -20,14 +20,18 @@ end), each continuation exactly as long as the truth:
   stages without semantic tokens), same seed;
 - `true`: the real next seconds;
 - `true_codec`: the real next seconds as the codec gives them back (prompt and truth encoded
-  and decoded as one clip, the truth's part kept and spliced onto the prompt like the
-  pipeline's output): the best any model speaking through this codec can do, and what the
-  codec alone costs at the seam;
+  and decoded as one clip, the truth's part kept and joined to the prompt like the pipeline's
+  output, with the codec's rendering of the prompt's end as its lead-in): the best any model
+  speaking through this codec can do, and what the codec alone costs at the seam;
 - `repeat_last_bar`: the prompt's last bar looped; a bar is 4 beats at the prompt's tempo
   estimate clamped to [MIN_BPM, MAX_BPM] (120 BPM when none is found), so 1.2–4 s, and never
   longer than the prompt;
 - `random_clip`: the true continuation of another clip (another group's when there is one),
   chosen with a generator seeded by (seed, clip index).
+
+The model systems and `true_codec` join the prompt by crossfading into their lead-in over its
+last `seam.CROSSFADE_S` (`ContinuationResult.joined`), the others hard; every system's seam
+figure covers the same region, those samples and the seam.
 
 Figures are those of `continuation_metrics` (harmonic against the truth, rhythm and timbre
 against the prompt), plus the codec's reconstruction of each true continuation (SI-SDR,
@@ -49,7 +53,7 @@ from tqdm import tqdm
 
 from continuo.server.audio import check_samples, downmix, resample, write_audio
 from continuo.server.codec_roundtrip import reconstruct
-from continuo.server.continuation import SPLICE_S, Continuation, splice
+from continuo.server.continuation import Continuation
 from continuo.server.data.manifest import MANIFEST_NAME, load_manifest
 from continuo.server.errors import AudioError, ConfigError, DataError
 from continuo.server.evaluation.codec_metrics import log_mel_l1, si_sdr_db
@@ -57,6 +61,7 @@ from continuo.server.evaluation.continuation_metrics import Reference, score_con
 from continuo.server.evaluation.continuation_report import build_report, write_report
 from continuo.server.plots import plot_continuation
 from continuo.server.presets import Preset, load_preset
+from continuo.server.seam import CROSSFADE_S, SPLICE_S, codec_join, crossfade_join
 from continuo.server.tokenizers.codec import AcousticCodec
 from continuo.server.training.token_cache import model_tokenizers
 
@@ -256,9 +261,13 @@ def random_partner(index: int, clips: list[Clip], seed: int) -> int | None:
     return int(pool[np.random.default_rng([seed, index]).integers(len(pool))])
 
 
+Output = tuple[np.ndarray, np.ndarray]  # a system's continuation [T] and lead-in [L] (L may be 0)
+NO_LEAD_IN = np.zeros(0, np.float32)
+
+
 def model_continuation(pipeline: Continuation, clip: Clip, seed: int,
-                       acoustic_only: bool) -> np.ndarray:
-    """The pipeline's continuation of clip.prompt, cut to the truth's length."""
+                       acoustic_only: bool) -> Output:
+    """The pipeline's continuation of clip.prompt, cut to the truth's length, and its lead-in."""
     n, hop, sr = len(clip.truth), pipeline.semantic_hop_samples, pipeline.sample_rate
     result = pipeline.generate(clip.prompt, sr, math.ceil(n / hop) * hop / sr, seed=seed,
                                acoustic_only=acoustic_only)
@@ -268,12 +277,13 @@ def model_continuation(pipeline: Continuation, clip: Clip, seed: int,
                            "prompt, so its continuation would not start at the seam")
     if len(result.audio) < n:
         raise RuntimeError(f"{clip.spec.name}: asked for {n} samples, got {len(result.audio)}")
-    return result.audio[:n]
+    return result.audio[:n], result.lead_in
 
 
 def system_audio(index: int, clips: list[Clip], ref: Reference, pipeline: Continuation | None,
-                 codec: AcousticCodec, config: EvalConfig) -> dict[str, np.ndarray | None]:
-    """Each system's continuation of clip `index` (None: random_clip with a single clip)."""
+                 codec: AcousticCodec, config: EvalConfig) -> dict[str, Output | None]:
+    """Each system's continuation of clip `index` and its lead-in (None: random_clip with a
+    single clip)."""
     clip, out = clips[index], {}
     for name in config.systems:
         if name in MODEL_SYSTEMS:
@@ -281,18 +291,20 @@ def system_audio(index: int, clips: list[Clip], ref: Reference, pipeline: Contin
             out[name] = model_continuation(pipeline, clip, config.seed + index,
                                            acoustic_only=name == "acoustic_only")
         elif name == "true":
-            out[name] = clip.truth
+            out[name] = clip.truth, NO_LEAD_IN
         elif name == "true_codec":
             whole, _ = reconstruct(codec, np.concatenate([clip.prompt, clip.truth]))
-            n = len(clip.prompt)  # spliced onto the prompt as the pipeline's output is
-            out[name] = splice(whole[n:], clip.prompt[-1] - whole[n - 1],
-                               round(SPLICE_S * ref.sr))
+            n = len(clip.prompt)  # joined to the prompt as the pipeline's output is
+            lead = min(n, round(CROSSFADE_S * ref.sr))
+            lead_in, audio = codec_join(clip.prompt[-1], whole[n - lead: n], whole[n:],
+                                        round(SPLICE_S * ref.sr))
+            out[name] = audio, lead_in
         elif name == "repeat_last_bar":
             out[name] = repeat_last_bar(clip.prompt, len(clip.truth), ref.prompt_tempo_bpm,
-                                        ref.sr)
+                                        ref.sr), NO_LEAD_IN
         else:
             partner = random_partner(index, clips, config.seed)
-            out[name] = None if partner is None else clips[partner].truth
+            out[name] = None if partner is None else (clips[partner].truth, NO_LEAD_IN)
     return out
 
 
@@ -335,7 +347,7 @@ def run_eval(folder: Path, preset: Preset | str | Path, out: Path,
     rows, figures = [], {}
     out = Path(out)
     for i, clip in enumerate(tqdm(clips, desc="eval", unit="clip", disable=not progress)):
-        ref = Reference.of(clip.prompt, clip.truth, sr)
+        ref = Reference.of(clip.prompt, clip.truth, sr, round(CROSSFADE_S * sr))
         audio = system_audio(i, clips, ref, pipeline, codec, config)
         rows.append(_clip_row(clip, ref, audio, codec))
         if i < config.plot_clips:
@@ -356,7 +368,7 @@ def _load_model(preset: Preset, config: EvalConfig) -> tuple[Continuation | None
     return None, model_tokenizers(preset.model_path, preset.bandwidth_kbps).codec
 
 
-def _clip_row(clip: Clip, ref: Reference, audio: dict[str, np.ndarray | None],
+def _clip_row(clip: Clip, ref: Reference, audio: dict[str, Output | None],
               codec: AcousticCodec) -> dict[str, Any]:
     return {
         "name": clip.spec.name, "path": str(clip.spec.path), "group": clip.spec.group,
@@ -364,22 +376,24 @@ def _clip_row(clip: Clip, ref: Reference, audio: dict[str, np.ndarray | None],
         "prompt_tempo_bpm": ref.prompt_tempo_bpm,
         "prompt_onset_rate_hz": ref.prompt_onset_rate_hz,
         "true_key": None if ref.truth_key is None else ref.truth_key.name,
-        "systems": {name: score_continuation(ref, x) for name, x in audio.items()
+        "systems": {name: score_continuation(ref, *x) for name, x in audio.items()
                     if x is not None},
         "codec": codec_figures(codec, clip.truth),
     }
 
 
-def _clip_figures(out: Path, index: int, clip: Clip, audio: dict[str, np.ndarray | None],
+def _clip_figures(out: Path, index: int, clip: Clip, audio: dict[str, Output | None],
                   config: EvalConfig, sr: int) -> dict[str, Path]:
-    """Plot and WAV (prompt ++ continuation) of our continuation, or the first system's."""
+    """Plot and WAV (prompt joined to continuation) of our continuation, or the first
+    system's."""
     system = "continuo" if "continuo" in audio else config.systems[0]
-    continuation = audio[system]
-    if continuation is None:
+    if audio[system] is None:
         return {}
+    joined = crossfade_join(clip.prompt, audio[system][1], audio[system][0])
+    n = len(clip.prompt)
     stem = out / "clips" / f"{index:02d}_{clip.spec.path.stem}_{system}"
-    png = plot_continuation(clip.prompt, continuation, sr, Path(f"{stem}.png"),
+    png = plot_continuation(joined[:n], joined[n:], sr, Path(f"{stem}.png"),
                             title=f"{clip.spec.name}: {system}")
     wav = Path(f"{stem}.wav")
-    write_audio(wav, np.concatenate([clip.prompt, continuation])[None], sr)
+    write_audio(wav, joined[None], sr)
     return {f"clip{index}_plot": png, f"clip{index}_wav": wav}

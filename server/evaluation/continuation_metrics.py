@@ -36,14 +36,17 @@ Timbre (against the prompt):
   128 mel bands, n_fft 2048, hop 512, DCT-II ortho), coefficient 0 (overall loudness)
   excluded, so a quieter but otherwise identical sound has distance 0.
 
-Seam (prompt and continuation joined, seam = the first sample of the continuation):
+Seam (prompt and continuation joined, seam = the first sample of the continuation; joined hard,
+or crossfaded over the prompt's last samples when the system gives a lead-in, see `seam`):
 - `spectral_flux`: STFT magnitude (Hann window of FLUX_WINDOW_S seconds, hop a quarter of it,
   centred frames) in dB relative to the clip's loudest bin, floored at −80 dB; the flux between
   consecutive frames is the mean over bins of the positive (half-wave rectified) dB increase.
 - `seam_flux_ratio`: the largest flux among the frame pairs where either frame's window holds
-  the seam sample, divided by the median flux of the whole joined clip. A seamless split of one
-  recording scores like any other moment of it (high when a note starts right there: compare
-  with the true continuation's ratio); a hard cut or a click scores far higher.
+  a sample of the seam region (the `region` samples before the seam, at least the crossfade's,
+  through the seam sample), divided by the median flux of the whole joined clip. A seamless
+  split of one recording scores like any other stretch of it (high when a note starts right
+  there: compare with the true continuation's ratio over the same region); a hard cut or a
+  click scores far higher. Every system of one evaluation is measured over the same region.
 
 `score_continuation` computes every figure for one continuation against a `Reference` (the
 prompt and the true continuation, with their own figures computed once).
@@ -57,6 +60,8 @@ from dataclasses import dataclass
 
 import librosa
 import numpy as np
+
+from continuo.server.seam import crossfade_join
 
 CHROMA_HOP = 512
 CHROMA_BINS_PER_OCTAVE = 36
@@ -231,14 +236,20 @@ def spectral_flux(audio: np.ndarray, sr: int) -> np.ndarray:
     return np.maximum(np.diff(db, axis=1), 0.0).mean(axis=0)
 
 
-def seam_flux_ratio(prompt: np.ndarray, continuation: np.ndarray, sr: int) -> float:
-    """Flux at the seam (max over the frame pairs touching it) / median flux of the joined clip."""
-    joined = np.concatenate([_mono(prompt), _mono(continuation)])
+def seam_flux_ratio(prompt: np.ndarray, continuation: np.ndarray, sr: int,
+                    lead_in: np.ndarray | None = None, region: int = 0) -> float:
+    """Flux at the seam (max over the frame pairs touching the seam region: the last
+    max(region, len(lead_in)) prompt samples and the seam sample) / median flux of the joined
+    clip; joined hard, or crossfaded into lead_in [L] (`seam.crossfade_join`)."""
+    prompt, continuation = _mono(prompt), _mono(continuation)
+    lead_in = np.zeros(0, np.float32) if lead_in is None else _mono(lead_in)
+    joined = crossfade_join(prompt, lead_in, continuation)
     flux = spectral_flux(joined, sr)
     n_fft, hop = flux_frames(sr)
-    seam = len(_mono(prompt))
+    seam = len(prompt)
+    start = max(seam - max(region, len(lead_in)), 0)
     # centred frame m holds samples [m·hop − n_fft/2, m·hop + n_fft/2)
-    first = (seam - n_fft // 2) // hop + 1
+    first = (start - n_fft // 2) // hop + 1
     last = (seam + n_fft // 2) // hop
     lo, hi = max(first - 1, 0), min(last, len(flux) - 1)  # pair k joins frames k and k + 1
     median = float(np.median(flux)) if len(flux) else 0.0
@@ -252,7 +263,8 @@ def seam_flux_ratio(prompt: np.ndarray, continuation: np.ndarray, sr: int) -> fl
 
 @dataclass(frozen=True, eq=False)
 class Reference:
-    """A prompt [T1] and its true continuation [T2] at sr, with their figures computed once."""
+    """A prompt [T1] and its true continuation [T2] at sr, with their figures computed once;
+    seam_region: samples before the seam that every system's seam figure covers."""
 
     prompt: np.ndarray
     truth: np.ndarray
@@ -262,21 +274,25 @@ class Reference:
     prompt_mfcc: np.ndarray
     truth_chroma: np.ndarray
     truth_key: Key | None
+    seam_region: int = 0
 
     @classmethod
-    def of(cls, prompt: np.ndarray, truth: np.ndarray, sr: int) -> Reference:
+    def of(cls, prompt: np.ndarray, truth: np.ndarray, sr: int, seam_region: int = 0
+           ) -> Reference:
         chroma, key_chroma = _chroma_means(chroma_frames(truth, sr))
         return cls(_mono(prompt), _mono(truth), sr, tempo_bpm(prompt, sr),
                    onset_rate_hz(prompt, sr), mfcc_mean(prompt, sr), chroma,
-                   key_from_chroma(key_chroma))
+                   key_from_chroma(key_chroma), seam_region)
 
 
 METRICS = ("chroma_cosine", "key_agreement", "onset_rate_hz", "onset_rate_ratio", "tempo_bpm",
            "tempo_error", "mfcc_distance", "seam_flux_ratio")
 
 
-def score_continuation(ref: Reference, continuation: np.ndarray) -> dict[str, float]:
-    """Every figure of METRICS for `continuation` (it starts at the prompt's last sample + 1)."""
+def score_continuation(ref: Reference, continuation: np.ndarray,
+                       lead_in: np.ndarray | None = None) -> dict[str, float]:
+    """Every figure of METRICS for `continuation` (it starts at the prompt's last sample + 1;
+    lead_in: its crossfade over the prompt's end, if it has one)."""
     sr = ref.sr
     chroma, key_chroma = _chroma_means(chroma_frames(continuation, sr))
     rate = onset_rate_hz(continuation, sr)
@@ -290,5 +306,6 @@ def score_continuation(ref: Reference, continuation: np.ndarray) -> dict[str, fl
         "tempo_bpm": tempo,
         "tempo_error": tempo_error(tempo, ref.prompt_tempo_bpm),
         "mfcc_distance": float(np.linalg.norm(mfcc_mean(continuation, sr) - ref.prompt_mfcc)),
-        "seam_flux_ratio": seam_flux_ratio(ref.prompt, continuation, sr),
+        "seam_flux_ratio": seam_flux_ratio(ref.prompt, continuation, sr, lead_in,
+                                           ref.seam_region),
     }
