@@ -483,6 +483,74 @@ def _run_eval(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(f"{kind} {path}" for kind, path in result.paths.items()))
 
 
+# --- continuo serve -----------------------------------------------------------------------------
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="keep a model warm and stream continuations over ZeroMQ")
+    p.add_argument("--preset", default="realtime", help="preset name in presets/ or a .toml "
+                   "path (default realtime); jobs may name other presets of the same model")
+    p.add_argument("--bind", default="tcp://127.0.0.1:5555",
+                   help="ZeroMQ endpoint (default tcp://127.0.0.1:5555; beyond loopback needs "
+                        "--keys)")
+    p.add_argument("--keys", type=Path, help="CURVE key folder made by `continuo keys`")
+    p.add_argument("--clip-root", type=Path, default=Path("."),
+                   help="clip paths in requests must lie under this folder (default: here)")
+    p.add_argument("--out", type=Path, default=Path("outputs/jobs"),
+                   help="every job is recorded here as WAV + JSON (default outputs/jobs)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--max-jobs", type=int, default=4, help="concurrent jobs (default 4)")
+    p.add_argument("--max-bars", type=int, default=10_000, help="bars per job (default 10000)")
+    p.add_argument("--max-prompt-s", type=float, default=60.0,
+                   help="prompt seconds (default 60)")
+    p.add_argument("--ahead-s", type=float, default=1.0,
+                   help="how far generation may run ahead of playback (default 1 s)")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> None:
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
+    from continuo.server.engine.engine import EngineConfig
+    from continuo.server.serve import ServeOptions, serve
+    from continuo.server.transport.security import is_loopback
+    from continuo.server.transport.server import ServerConfig
+
+    if args.keys is None and not is_loopback(args.bind):  # before the model loads
+        raise ContinuoError(f"binding {args.bind} needs CURVE keys: run `continuo keys DIR` "
+                            "and pass --keys DIR")
+    engine = EngineConfig(out_dir=args.out, clip_root=args.clip_root, max_jobs=args.max_jobs,
+                          max_bars=args.max_bars, max_prompt_s=args.max_prompt_s,
+                          ahead_s=args.ahead_s)
+    serve(ServeOptions(args.preset, args.threads), engine, ServerConfig(args.bind, args.keys))
+
+
+# --- continuo keys ------------------------------------------------------------------------------
+
+
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="make ZeroMQ CURVE keys for a server bound beyond loopback")
+    p.add_argument("dir", type=Path, help="folder to write server.key, server.key_secret, "
+                   "client.key, client.key_secret into (created if missing)")
+    p.add_argument("--force", action="store_true", help="overwrite existing key files")
+    p.set_defaults(func=_run_keys)
+
+
+def _run_keys(args: argparse.Namespace) -> None:
+    from continuo.server.transport.security import AUTHORIZED_DIR, make_keys
+
+    paths = make_keys(args.dir, force=args.force)
+    print(f"wrote CURVE keys to {args.dir}:")
+    for path in paths.values():
+        print(f"  {path}")
+    print(f"serve with:  continuo serve --bind tcp://0.0.0.0:5555 --keys {args.dir}\n"
+          f"give each client {paths['server.key']} and {paths['client.key_secret']} "
+          "(keep the secret files private).\n"
+          f"Several clients: put each client's public .key file in {args.dir / AUTHORIZED_DIR}/ "
+          "(once that folder exists, only the keys in it are accepted).")
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -496,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_codec(sub)
     _add_continue(sub)
     _add_eval(sub)
+    _add_serve(sub)
+    _add_keys(sub)
     return parser
 
 

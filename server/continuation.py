@@ -142,23 +142,25 @@ class Continuation:
         """Samples per semantic frame (960 at 24 kHz, 3 codec frames of 320)."""
         return self.tokenizers.frames_per_semantic * self.tokenizers.codec.hop_length
 
-    def prepare_prompt(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        """audio [T] at sample_rate → [T'] at the codec rate: the last context_s seconds,
-        trimmed at the start to whole semantic frames. AudioError if too short or bad."""
+    def prepare_prompt(self, audio: np.ndarray, sample_rate: int,
+                       context_s: float | None = None) -> np.ndarray:
+        """audio [T] at sample_rate → [T'] at the codec rate: the last context_s seconds
+        (default the preset's), trimmed at the start to whole semantic frames. AudioError if
+        too short or bad."""
+        context_s = self.preset.context_s if context_s is None else context_s
         samples = check_samples(np.asarray(audio)[None] if np.ndim(audio) == 1 else audio,
                                 "prompt")
         if samples.shape[0] != 1:
             raise AudioError(f"prompt: expected mono audio [T], got shape {np.shape(audio)}")
         samples = resample(samples, int(sample_rate), self.sample_rate)[0]
         hop = self.semantic_hop_samples
-        keep = min(len(samples), round(self.preset.context_s * self.sample_rate)) // hop * hop
+        keep = min(len(samples), round(context_s * self.sample_rate)) // hop * hop
         if keep == 0:
             raise AudioError(f"prompt: {len(samples)} samples at {self.sample_rate} Hz is shorter "
                              f"than one semantic frame ({hop} samples)")
         if keep < len(samples):
             log.info("prompt: kept its last %d samples (%.3f s: context_s %g, whole semantic "
-                     "frames of %d samples)", keep, keep / self.sample_rate,
-                     self.preset.context_s, hop)
+                     "frames of %d samples)", keep, keep / self.sample_rate, context_s, hop)
         return samples[len(samples) - keep:]
 
     def generate(

@@ -99,10 +99,10 @@ class Generate(_Request):
     track: str = Field("main", min_length=1, max_length=100)
     clip: str | None = Field(None, max_length=4096)
     sr: int | None = Field(None, ge=1000, le=768_000)
-    tempo: float = Field(gt=0)
+    tempo: float = Field(gt=0, allow_inf_nan=False)
     meter: str = Field("4/4", max_length=10)
     bars: int | None = Field(None, ge=1)
-    chunk_beats: float = Field(1.0, gt=0)
+    chunk_beats: float = Field(1.0, gt=0, allow_inf_nan=False)
     preset: str | None = Field(None, max_length=200)
     params: Params = Field(default_factory=dict)
     seed: int | None = Field(None, ge=0, lt=2**63)
@@ -214,13 +214,13 @@ def parse_request(frames: list[bytes], max_pcm_bytes: int) -> Incoming:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"a message has 1 or 2 frames, got "
                             f"{len(frames)}")
     header = unpack_header(frames[0])
-    seq = header.get("seq") if isinstance(header.get("seq"), int) else None
+    seq = header.get("seq") if type(header.get("seq")) is int else None  # not a bool
     job = header.get("job") if isinstance(header.get("job"), str) else None
     if header.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(ErrorCode.BAD_VERSION, f"protocol version {header.get('v')!r}; "
                             f"this server speaks {PROTOCOL_VERSION}", job, seq)
     kind = header.get("type")
-    if kind not in _REQUESTS:
+    if not isinstance(kind, str) or kind not in _REQUESTS:  # a list or map is not hashable
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown request type {kind!r}; known: "
                             f"{', '.join(REQUEST_TYPES)}", job, seq)
     try:

@@ -1,0 +1,382 @@
+"""The streaming engine: jobs in, chunks out, on one worker thread that owns the model.
+
+Control (generate, param, stop, status, a client gone) arrives on the transport's thread and
+changes jobs under one lock; it never runs the model. The worker picks, over and over, the job
+whose next chunk is due soonest among those allowed to generate — a job runs ahead of its
+playback deadline by at most `ahead_s` (plus one block right after a parameter change, so the
+change is heard soon) — generates that one chunk (blocks of at least `min_block_s` of tokens,
+the rest kept for the next chunk), then under the lock records it, sends it and updates the
+job. A job stopped or preempted meanwhile is dropped at that point: nothing is sent after its
+`done`. Errors in one job end that job (an `error` and a `done` with reason "error"); the
+worker and the other jobs go on.
+
+Messages go out through `send(client, frames)`, which must be thread-safe (the transport queues
+them to its socket). Headers are built here (see docs/protocol.md for every field).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from continuo.server.audio import check_samples, load_audio
+from continuo.server.engine.chunks import MAX_CHUNK_BEATS, Chunk, ChunkPlan, chunk_at
+from continuo.server.engine.jobs import Job, Prompt
+from continuo.server.engine.params import check_params, sampling_preset
+from continuo.server.engine.recorder import Recording, pcm_sha256
+from continuo.server.engine.stream import TokenStream
+from continuo.server.errors import AudioError, ConfigError
+from continuo.server.presets import Preset, load_preset
+from continuo.server.transport.protocol import (
+    ErrorCode,
+    Generate,
+    Param,
+    ProtocolError,
+    Stop,
+    pack,
+)
+from continuo.server.transport.security import ClipError, resolve_clip
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[bytes, list[bytes]], None]  # (client identity, frames of one message)
+Header = Callable[..., dict[str, Any]]  # (type, **fields) → a numbered header
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where clips come from and recordings go, and the limits every request is held to."""
+
+    out_dir: Path
+    clip_root: Path
+    max_jobs: int = 4
+    max_bars: int = 10_000
+    max_prompt_s: float = 60.0
+    ahead_s: float = 1.0
+    min_block_s: float = 0.24
+
+    def __post_init__(self) -> None:
+        for name in ("max_jobs", "max_bars"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1")
+        for name in ("max_prompt_s", "ahead_s", "min_block_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 seconds")
+
+    def limits(self, sample_rate: int) -> dict[str, Any]:
+        return {"max_jobs": self.max_jobs, "max_bars": self.max_bars,
+                "max_prompt_s": self.max_prompt_s, "max_chunk_beats": MAX_CHUNK_BEATS,
+                "max_pcm_bytes": self.max_pcm_bytes(sample_rate)}
+
+    def max_pcm_bytes(self, sample_rate: int) -> int:
+        """A PCM prompt of max_prompt_s at up to 4× the model's rate (e.g. 96 kHz for 24 kHz)."""
+        return int(self.max_prompt_s * 4 * sample_rate) * 4
+
+
+class Engine:
+    """Runs jobs of one loaded model; see the module doc."""
+
+    def __init__(self, stream: TokenStream, preset: Preset, config: EngineConfig, send: Send,
+                 header: Header) -> None:
+        self.stream, self.preset, self.config = stream, preset, config
+        self._send, self._header = send, header
+        self._jobs: dict[str, Job] = {}
+        self._cond = threading.Condition()
+        self._ids = itertools.count(1)
+        self._stopping = False
+        self._worker = threading.Thread(target=self._run, name="continuo-engine", daemon=True)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.stream.sample_rate
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """End every job (done, reason "shutdown"), stop the worker."""
+        with self._cond:
+            self._stopping = True
+            for job in list(self._jobs.values()):
+                self._end(job, "shutdown")
+            self._cond.notify_all()
+        if self._worker.is_alive():
+            self._worker.join(timeout_s)
+
+    # --- control (transport thread) -------------------------------------------------------------
+
+    def generate(self, client: bytes, request: Generate, pcm: np.ndarray | None) -> None:
+        """Check and queue a job; `accepted` is sent, or ProtocolError raised."""
+        preset = self._preset(request.preset)
+        plan = self._plan(request)
+        params = _checked(request.params)
+        prompt = self._prompt(request, pcm)
+        seed = preset.seed if request.seed is None else request.seed
+        with self._cond:
+            running = [j for j in self._jobs.values() if not j.ended]
+            replaced = [j for j in running if (j.client, j.track) == (client, request.track)]
+            if len(running) - len(replaced) >= self.config.max_jobs:
+                raise ProtocolError(ErrorCode.LIMIT, f"{len(running)} jobs are running, the "
+                                    f"server's limit is {self.config.max_jobs}", seq=request.seq)
+            for old in replaced:
+                self._end(old, "preempted")
+            job_id = f"j{next(self._ids)}-{time.strftime('%Y%m%d-%H%M%S')}"
+            sampling = sampling_preset(preset, params)
+            recording = Recording(self.config.out_dir, job_id, self.sample_rate,
+                                  self._meta(request, prompt, preset, plan, seed))
+            recording.log_params(0, params, preset.name)
+            job = Job(job_id, client, request.track, plan, prompt, preset, params, sampling,
+                      seed, request.loop, recording)
+            self._jobs[job_id] = job
+            self._cond.notify_all()
+        log.info("job %s: track %s, %s, %s bars of %s at %g BPM, chunks of %s beats, preset %s",
+                 job_id, job.track, prompt.source, plan.bars or "loop", plan.meter,
+                 float(plan.tempo), plan.chunk_beats, preset.name)
+        self._send(client, [self._pack("accepted", re=request.seq, job=job_id, track=job.track,
+                                       sample_rate=self.sample_rate, tempo=float(plan.tempo),
+                                       meter=str(plan.meter), bars=plan.bars,
+                                       chunk_beats=float(plan.chunk_beats), preset=preset.name,
+                                       seed=seed, loop=job.loop, params=params,
+                                       recording=str(recording.wav),
+                                       total_samples=plan.total_samples)])
+
+    def param(self, client: bytes, request: Param) -> None:
+        """Change a job's parameters (and preset) from its next chunk; `accepted` is sent."""
+        params = _checked(request.params)
+        preset = self._preset(request.preset) if request.preset else None
+        with self._cond:
+            jobs = self._find(client, request.job, request.track, request.seq)
+            for job in jobs:
+                job.params = {**job.params, **params}
+                job.preset = preset or job.preset
+                job.sampling = sampling_preset(job.preset, job.params)
+                job.params_pending = True
+                from_chunk = job.next_index + (1 if job.busy else 0)
+                job.recording.log_params(from_chunk, job.params, job.preset.name)
+                self._send(client, [self._pack("accepted", re=request.seq, job=job.id,
+                                               params=job.params, preset=job.preset.name,
+                                               from_chunk=from_chunk)])
+            self._cond.notify_all()
+
+    def stop(self, client: bytes, request: Stop) -> None:
+        """End the job(s) at once: `done` for each, then `accepted` listing them."""
+        with self._cond:
+            if request.job is None and request.track is None:
+                jobs = [j for j in self._jobs.values() if j.client == client and not j.ended]
+            else:
+                jobs = self._find(client, request.job, request.track, request.seq)
+            for job in jobs:
+                self._end(job, "stopped", re=request.seq)
+        self._send(client, [self._pack("accepted", re=request.seq, stopped=[j.id for j in jobs])])
+
+    def client_gone(self, client: bytes) -> None:
+        """The client stopped answering: its loop jobs end (finite ones play out, recorded)."""
+        with self._cond:
+            for job in list(self._jobs.values()):
+                if job.client == client and job.loop and not job.ended:
+                    self._end(job, "client_gone")
+
+    def status(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        with self._cond:
+            return [{"job": j.id, "track": j.track, "preset": j.preset.name, "params": j.params,
+                     "loop": j.loop, "chunks": j.next_index, "samples": j.samples_sent,
+                     "ahead_s": _ahead_s(j, now), "misses": j.misses}
+                    for j in self._jobs.values() if not j.ended]
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    def _preset(self, name: str | None) -> Preset:
+        if name is None:
+            return self.preset
+        try:
+            preset = load_preset(name)
+        except ConfigError as err:
+            raise ProtocolError(ErrorCode.UNKNOWN_PRESET, str(err)) from err
+        if preset.model_path.resolve() != self.preset.model_path.resolve():
+            raise ProtocolError(ErrorCode.UNKNOWN_PRESET, f"preset {name!r} uses model folder "
+                                f"{preset.model_path}; this server runs {self.preset.model_path}")
+        return preset
+
+    def _plan(self, request: Generate) -> ChunkPlan:
+        if request.bars is not None and request.bars > self.config.max_bars:
+            raise ProtocolError(ErrorCode.LIMIT, f"bars {request.bars} is over the server's limit "
+                                f"of {self.config.max_bars}", seq=request.seq)
+        try:
+            return ChunkPlan.of(request.tempo, request.meter, request.chunk_beats,
+                                self.sample_rate, None if request.loop else request.bars)
+        except ConfigError as err:
+            raise ProtocolError(ErrorCode.BAD_FIELD, str(err), seq=request.seq) from err
+
+    def _prompt(self, request: Generate, pcm: np.ndarray | None) -> Prompt:
+        limit = self.config.max_prompt_s
+        if pcm is not None and request.sr is not None and len(pcm) > limit * request.sr:
+            raise ProtocolError(ErrorCode.LIMIT, f"prompt of {len(pcm) / request.sr:.1f} s is "
+                                f"over the server's limit of {limit:g} s", seq=request.seq)
+        try:
+            if pcm is not None and request.sr is not None:
+                return Prompt(check_samples(pcm[None], "PCM prompt")[0], request.sr, "pcm")
+            path = resolve_clip(self.config.clip_root, request.clip or "")
+            audio = load_audio(path, max_seconds=limit)
+            return Prompt(audio.samples.mean(axis=0), audio.sample_rate, str(path))
+        except (AudioError, ClipError) as err:
+            raise ProtocolError(ErrorCode.BAD_CLIP, str(err), seq=request.seq) from err
+
+    def _find(self, client: bytes, job_id: str | None, track: str | None,
+              seq: int) -> list[Job]:
+        jobs = [j for j in self._jobs.values() if not j.ended and j.client == client
+                and (job_id is None or j.id == job_id) and (track is None or j.track == track)]
+        if not jobs:
+            what = (f"job {job_id!r}" if job_id else f"track {track!r}" if track else "job")
+            raise ProtocolError(ErrorCode.UNKNOWN_JOB, f"no running {what} for this client",
+                                job_id, seq)
+        return jobs
+
+    def _meta(self, request: Generate, prompt: Prompt, preset: Preset, plan: ChunkPlan,
+              seed: int) -> dict[str, Any]:
+        return {"track": request.track, "loop": request.loop,
+                "prompt": {"source": prompt.source, "sha256": pcm_sha256(prompt.samples),
+                           "sample_rate": prompt.sample_rate,
+                           "seconds": round(len(prompt.samples) / prompt.sample_rate, 4),
+                           "downmixed": True},
+                "model_dir": str(preset.model_path), "preset": preset.model_dump(mode="json"),
+                "seed": seed, "tempo": float(plan.tempo), "meter": str(plan.meter),
+                "bars": plan.bars, "chunk_beats": str(plan.chunk_beats)}
+
+    # --- the worker -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                job = self._next_job()
+                if self._stopping:
+                    return
+                if job is None:
+                    continue
+                job.busy, job.params_pending = True, False
+                sampling, index = job.sampling, job.next_index
+                label = {"params": dict(job.params), "preset": job.preset.name}
+            started = time.perf_counter()
+            try:
+                chunk, pcm = self._make_chunk(job, sampling, index)
+            except Exception as err:  # one job's failure must not stop the others
+                log.exception("job %s failed", job.id)
+                with self._cond:
+                    job.busy = False
+                    self._fail(job, err)
+                continue
+            with self._cond:
+                job.busy = False
+                job.generate_s += time.perf_counter() - started
+                if not job.ended:
+                    self._emit(job, chunk, pcm, label)
+
+    def _next_job(self) -> Job | None:
+        """The runnable job due soonest (new jobs first), or None after waiting until one
+        may be. Called under the lock."""
+        now, best, wake = time.monotonic(), None, 1.0
+        for job in self._jobs.values():
+            if job.ended or job.busy:
+                continue
+            due = job.due(job.next_index)
+            key = -1e18 + job.created if due is None else due
+            slack = self.config.ahead_s + (self.config.min_block_s if job.params_pending else 0)
+            if due is not None and due - now > slack:
+                wake = min(wake, due - now - slack)
+                continue
+            if best is None or key < best[0]:
+                best = (key, job)
+        if best is None and not self._stopping:
+            self._cond.wait(timeout=max(wake, 0.001))
+            return None
+        return None if best is None else best[1]
+
+    def _make_chunk(self, job: Job, sampling: Preset, index: int) -> tuple[Chunk, np.ndarray]:
+        """Generate until the job's buffer holds chunk `index`; → the chunk and its PCM.
+        Only the worker calls it; it touches only the job's stream, buffer and lead-in."""
+        stream = self.stream
+        if job.stream is None:
+            p = job.prompt
+            job.stream = stream.start(p.samples, p.sample_rate, job.seed, job.preset.context_s)
+        chunk = chunk_at(job.plan, index)
+        min_block = round(self.config.min_block_s * stream.sample_rate)
+        while len(job.buffer) < chunk.n_samples:
+            missing = max(chunk.n_samples - len(job.buffer), min_block)
+            block, job.stream = stream.advance(job.stream, stream.frames_for(job.stream, missing),
+                                               sampling)
+            if block.lead_in is not None:
+                job.lead_in = block.lead_in
+            job.buffer = np.concatenate([job.buffer, block.audio])
+        pcm, job.buffer = job.buffer[:chunk.n_samples], job.buffer[chunk.n_samples:]
+        return chunk, pcm
+
+    def _emit(self, job: Job, chunk: Chunk, pcm: np.ndarray, label: dict[str, Any]) -> None:
+        """Record and send a chunk (label: the params and preset it was generated with); end the
+        job after its last. Called under the lock."""
+        job.recording.write(pcm)
+        now = time.monotonic()
+        if job.t0 is None:
+            job.t0 = now
+            job.first_chunk_s = now - job.created
+        late = now - (job.due(chunk.index) or now)
+        if late > 0:
+            job.misses += 1
+            job.worst_late_s = max(job.worst_late_s, late)
+        extra = {}
+        if chunk.index == 0 and job.lead_in is not None:
+            extra["lead_in"] = np.ascontiguousarray(job.lead_in, "<f4").tobytes()
+        header = self._pack(
+            "chunk", job=job.id, track=job.track, index=chunk.index, bar=chunk.bar,
+            beat=float(chunk.beat), beat_exact=[chunk.beat.numerator, chunk.beat.denominator],
+            start_sample=chunk.start_sample, n_samples=chunk.n_samples,
+            sample_rate=self.sample_rate, last=chunk.last, **label, **extra)
+        self._send(job.client, [header, np.ascontiguousarray(pcm, "<f4").tobytes()])
+        job.next_index += 1
+        job.samples_sent += chunk.n_samples
+        if chunk.last:
+            self._end(job, "finished")
+
+    def _fail(self, job: Job, err: Exception) -> None:
+        code = ErrorCode.BAD_CLIP if isinstance(err, AudioError) else ErrorCode.INTERNAL
+        self._send(job.client, [self._pack("error", code=code.value, job=job.id, re=None,
+                                           message=f"job {job.id}: {err}")])
+        self._end(job, "error")
+
+    def _end(self, job: Job, reason: str, re: int | None = None) -> None:
+        """Close the recording, send `done`, forget the job. Called under the lock."""
+        if job.ended:
+            return
+        job.ended = True
+        summary = job.summary()
+        job.recording.close(reason, **summary)
+        self._jobs.pop(job.id, None)
+        self._send(job.client, [self._pack("done", job=job.id, track=job.track, reason=reason,
+                                           re=re, recording=str(job.recording.wav),
+                                           sidecar=str(job.recording.sidecar), **summary)])
+        log.info("job %s: %s after %d chunks (%.2f s), %d late, first chunk %s s, "
+                 "generation %s× realtime", job.id, reason, summary["chunks"],
+                 job.samples_sent / self.sample_rate, job.misses, summary["first_chunk_s"],
+                 summary["realtime_factor"])
+
+    def _pack(self, kind: str, **fields: Any) -> bytes:
+        return pack(self._header(kind, **fields))[0]
+
+
+def _checked(params: dict[str, float]) -> dict[str, float]:
+    try:
+        return check_params(params)
+    except ConfigError as err:
+        raise ProtocolError(ErrorCode.BAD_FIELD, str(err)) from err
+
+
+def _ahead_s(job: Job, now: float) -> float | None:
+    due = job.due(job.next_index)
+    return None if due is None else round(due - now, 4)

@@ -1,0 +1,73 @@
+"""A job: one continuation stream for one client's track, and what the engine knows of it.
+
+`Job` is mutable and owned by the engine: the control side (generate/param/stop, on the
+transport's thread) and the worker touch it only under the engine's lock, except `stream`,
+`buffer` and `lead_in`, which only the worker uses (it takes `sampling` under the lock before
+each chunk). Timing: `t0` is when chunk 0 was sent; chunk i is due at t0 + its start / rate
+(a client playing chunk 0 on arrival needs chunk i then), and sending it later is a miss.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from continuo.server.engine.chunks import ChunkPlan
+from continuo.server.engine.recorder import Recording
+from continuo.server.engine.stream import StreamState
+from continuo.server.presets import Preset
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The prompt a job continues: mono samples [T] at sample_rate, and where they came from."""
+
+    samples: np.ndarray
+    sample_rate: int
+    source: str  # the clip's path, or "pcm"
+
+
+@dataclass
+class Job:
+    id: str
+    client: bytes
+    track: str
+    plan: ChunkPlan
+    prompt: Prompt
+    preset: Preset  # the job's preset (name, context); sampling below has the params applied
+    params: dict[str, float]
+    sampling: Preset
+    seed: int
+    loop: bool
+    recording: Recording
+    created: float = field(default_factory=time.monotonic)
+    next_index: int = 0  # the next chunk to generate
+    busy: bool = False  # the worker is generating its next chunk
+    ended: bool = False
+    params_pending: bool = False  # changed since the last chunk: generate now, not on schedule
+    t0: float | None = None
+    misses: int = 0
+    worst_late_s: float = 0.0
+    first_chunk_s: float | None = None
+    generate_s: float = 0.0  # worker time spent on this job
+    samples_sent: int = 0
+    stream: StreamState | None = None
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    lead_in: np.ndarray | None = None
+
+    def due(self, index: int) -> float | None:
+        """When chunk `index` is due (monotonic seconds); None before chunk 0 is sent."""
+        if self.t0 is None:
+            return None
+        return self.t0 + self.plan.seconds(self.plan.start_sample(index))
+
+    def summary(self) -> dict:
+        audio_s = self.samples_sent / self.plan.sample_rate
+        return {"chunks": self.next_index, "samples": self.samples_sent, "misses": self.misses,
+                "worst_late_s": round(self.worst_late_s, 4),
+                "first_chunk_s": None if self.first_chunk_s is None
+                else round(self.first_chunk_s, 4),
+                "realtime_factor": round(self.generate_s / audio_s, 4) if audio_s else None}
+

@@ -1,0 +1,67 @@
+"""`continuo serve`: load a preset's model once, warm it, and serve jobs until stopped.
+
+Wires the pieces together: the pipeline (`Continuation`), its stream (`engine.stream`), the
+engine and the ZeroMQ server. The warm-up is a short generation from a synthetic chord, so the
+first real job does not pay for first-call allocations. The caller sets OMP_WAIT_POLICY before
+torch is imported (the CLI does): on 2 cores, spinning OpenMP threads steal the core the audio
+side needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from continuo.server.continuation import Continuation
+from continuo.server.engine.engine import Engine, EngineConfig
+from continuo.server.engine.stream import TokenStream
+from continuo.server.presets import load_preset
+from continuo.server.transport.server import Server, ServerConfig, hello_info
+
+log = logging.getLogger(__name__)
+WARMUP_S = 1.0
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    preset: str = "realtime"
+    threads: int = 2
+
+
+def warm_up(stream: TokenStream) -> float:
+    """One short generation from a synthetic chord; → seconds it took."""
+    started = time.perf_counter()
+    rate = stream.sample_rate
+    t = np.arange(round(WARMUP_S * rate)) / rate
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (261.63, 329.63, 392.0))
+    state = stream.start((0.2 * chord).astype(np.float32), rate, 0, WARMUP_S)
+    stream.advance(state, stream.frames_for(state, rate // 4))
+    return time.perf_counter() - started
+
+
+def build_engine(options: ServeOptions, engine_config: EngineConfig,
+                 server: Server) -> Engine:
+    """Load the preset's model, warm it, and make the engine that sends through `server`."""
+    torch.set_num_threads(options.threads)
+    preset = load_preset(options.preset)
+    started = time.perf_counter()
+    stream = TokenStream(Continuation(preset))
+    log.info("loaded %s (preset %s) in %.2f s; warm-up %.2f s", preset.model_path, preset.name,
+             time.perf_counter() - started, warm_up(stream))
+    return Engine(stream, preset, engine_config, server.send, server.headers)
+
+
+def serve(options: ServeOptions, engine_config: EngineConfig, server_config: ServerConfig) -> None:
+    """Serve until SIGINT/SIGTERM (KeyboardInterrupt) or `Server.stop`."""
+    server = Server(server_config)
+    engine = build_engine(options, engine_config, server)
+    model = Path(engine.preset.model_path).name
+    try:
+        server.serve(engine, hello_info(engine, model))
+    except KeyboardInterrupt:
+        log.info("interrupted: stopped cleanly")
