@@ -51,6 +51,8 @@ def test_chunks_tile_the_stream_and_equal_the_recording(server: ServerProcess) -
     sidecar = json.loads(Path(done["sidecar"]).read_text())
     assert sidecar["reason"] == "finished" and sidecar["samples"] == total
     assert sidecar["seed"] == 3 and sidecar["meter"] == "3/4" and sidecar["tempo"] == 120
+    assert set(sidecar["model_sha256"]) == {"codec", "semantic", "semantic_lm", "coarse_lm",
+                                            "fine_lm"}
     assert sidecar["prompt"]["source"].endswith("prompt.wav") and len(
         sidecar["prompt"]["sha256"]) == 64
 

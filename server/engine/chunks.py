@@ -49,7 +49,7 @@ class ChunkPlan:
                                  or not 1 <= bars <= MAX_BARS):
             raise ConfigError(f"bars {bars!r} must be a whole number in 1..{MAX_BARS}")
         plan = cls(exact(tempo), meter, beats, int(sample_rate), bars)
-        beats_to_samples(0, plan.tempo, plan.sample_rate)  # checks tempo and rate
+        beats_to_samples(0, tempo, plan.sample_rate)  # checks tempo (as given) and rate
         return plan
 
     @property

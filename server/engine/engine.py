@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from continuo.server.audio import check_samples, load_audio
+from continuo.server.continuation_files import model_hashes
 from continuo.server.engine.chunks import MAX_CHUNK_BEATS, Chunk, ChunkPlan, chunk_at
 from continuo.server.engine.jobs import Job, Prompt
 from continuo.server.engine.params import check_params, sampling_preset
@@ -93,6 +94,7 @@ class Engine:
         self._ids = itertools.count(1)
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name="continuo-engine", daemon=True)
+        self._model_sha256 = model_hashes(stream.pipeline)
 
     @property
     def sample_rate(self) -> int:
@@ -247,7 +249,8 @@ class Engine:
                            "sample_rate": prompt.sample_rate,
                            "seconds": round(len(prompt.samples) / prompt.sample_rate, 4),
                            "downmixed": True},
-                "model_dir": str(preset.model_path), "preset": preset.model_dump(mode="json"),
+                "model_dir": str(preset.model_path), "model_sha256": self._model_sha256,
+                "preset": preset.model_dump(mode="json"),
                 "seed": seed, "tempo": float(plan.tempo), "meter": str(plan.meter),
                 "bars": plan.bars, "chunk_beats": str(plan.chunk_beats)}
 

@@ -1,11 +1,12 @@
 """Every job is recorded as it streams: a WAV that grows chunk by chunk, and a JSON sidecar.
 
-The WAV (mono float32 at the model's rate) is flushed after every chunk, so its header is valid
-and it holds every chunk sent so far whatever happens to the client (or, up to the last chunk,
-to the server). The sidecar is rewritten atomically at the start, on every parameter change and
-at the end: prompt (path or "pcm", sha256, seconds), model folder and hashes, preset, seed,
-tempo, meter, chunk beats, the parameters over time (`params_log`: from which chunk each set
-applied), and at the end why the job ended and how much it made.
+The WAV (mono float32 at the model's rate) has its header rewritten with every chunk and is
+flushed, so it holds every chunk sent so far, readable by any player, whatever happens to the
+client (or, up to the last chunk, to the server). The sidecar is rewritten atomically at the
+start, on every parameter change and at the end: prompt (path or "pcm", sha256, seconds),
+model folder and the sha256 of each part's config, preset, seed, tempo, meter, chunk beats, the
+parameters over time (`params_log`: from which chunk each set applied), and at the end why the
+job ended and how much it made.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+
+# libsndfile's SFC_SET_UPDATE_HEADER_AUTO: rewrite the header's sizes on every write. soundfile
+# has no public call for it; `_snd` and `_ffi` are its cffi handles to libsndfile.
+_SFC_SET_UPDATE_HEADER_AUTO = 0x1061
 
 
 def pcm_sha256(pcm: np.ndarray) -> str:
@@ -37,6 +42,8 @@ class Recording:
                                      "chunks": 0, "params_log": []}
         self._file = sf.SoundFile(self.wav, "w", samplerate=sample_rate, channels=1,
                                   subtype="FLOAT", format="WAV")
+        sf._snd.sf_command(self._file._file, _SFC_SET_UPDATE_HEADER_AUTO, sf._ffi.NULL,
+                           sf._snd.SF_TRUE)
         self._write_sidecar()
 
     @property
@@ -50,7 +57,7 @@ class Recording:
         self._write_sidecar()
 
     def write(self, pcm: np.ndarray) -> None:
-        """Append one chunk [T] and flush (the WAV header is then valid for what it holds)."""
+        """Append one chunk [T] (the header then counts it) and flush."""
         self._file.write(np.asarray(pcm, dtype=np.float32))
         self._file.flush()
         self.meta["samples"] += len(pcm)
