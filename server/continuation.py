@@ -208,16 +208,18 @@ class Continuation:
                     "prompt_frames": n_prompt, "new_frames": n_total - n_prompt},
         )
 
-    def encode_prompt(self, prompt: np.ndarray) -> tuple[torch.Tensor, torch.Tensor,
-                                                          torch.Tensor | None]:
-        """A prepared prompt [T] (`prepare_prompt`) → semantic tokens [1, S], codes [1, K, 3S]
-        and the codec's scale (None for codecs that do not normalise)."""
-        tok = self.tokenizers
+    def encode_prompt(self, prompt: np.ndarray, codec_samples: int | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A prepared prompt [T] (`prepare_prompt`) → semantic tokens [1, S], codes [1, K, 3S']
+        and the codec's scale (None for codecs that do not normalise). codec_samples: encode
+        only the prompt's last samples (whole semantic frames, S' of them); default all."""
+        tok, hop = self.tokenizers, self.semantic_hop_samples
         semantic = torch.from_numpy(tok.semantic.tokenize(prompt, self.sample_rate)).long()
-        x = torch.from_numpy(prompt)[None, None].expand(1, tok.codec.channels, -1)
-        encoded = tok.codec.encode(x)
-        n_sem = len(prompt) // self.semantic_hop_samples
-        codes = encoded.codes[:, :, : n_sem * tok.frames_per_semantic]
+        n_sem = len(prompt) // hop
+        n_codec = n_sem if codec_samples is None else min(n_sem, max(1, codec_samples // hop))
+        x = torch.from_numpy(prompt[len(prompt) - n_codec * hop:])[None, None]
+        encoded = tok.codec.encode(x.expand(1, tok.codec.channels, -1))
+        codes = encoded.codes[:, :, : n_codec * tok.frames_per_semantic]
         return semantic[None, :n_sem], codes, encoded.scale
 
     def extend_semantic(self, prompt: torch.Tensor, n_new: int, gen: torch.Generator,

@@ -161,12 +161,27 @@ class Engine:
                 job.preset = preset or job.preset
                 job.sampling = sampling_preset(job.preset, job.params)
                 job.params_pending = True
-                from_chunk = job.next_index + (1 if job.busy else 0)
-                job.recording.log_params(from_chunk, job.params, job.preset.name)
-                self._send(client, [self._pack("accepted", re=request.seq, job=job.id,
-                                               params=job.params, preset=job.preset.name,
-                                               from_chunk=from_chunk)])
+                job.param_replies.append(request.seq)
+                if not job.busy:  # else the worker answers when its chunk in flight is done
+                    self._answer_params(job)
             self._cond.notify_all()
+
+    def _answer_params(self, job: Job) -> None:
+        """Reply to the param requests waiting on `job` with the first chunk that will hold
+        audio generated with its current params: audio already generated (the buffer left over
+        from the last block) plays first. Called under the lock, job not busy."""
+        index, left = job.next_index, len(job.buffer)
+        while job.plan.n_chunks is None or index < job.plan.n_chunks:
+            n_samples = chunk_at(job.plan, index).n_samples
+            if left < n_samples:
+                break
+            left, index = left - n_samples, index + 1
+        job.recording.log_params(index, job.params, job.preset.name)
+        for seq in job.param_replies:
+            self._send(job.client, [self._pack("accepted", re=seq, job=job.id,
+                                               params=job.params, preset=job.preset.name,
+                                               from_chunk=index)])
+        job.param_replies.clear()
 
     def stop(self, client: bytes, request: Stop) -> None:
         """End the job(s) at once: `done` for each, then `accepted` listing them."""
@@ -269,7 +284,7 @@ class Engine:
                 label = {"params": dict(job.params), "preset": job.preset.name}
             started = time.perf_counter()
             try:
-                chunk, pcm = self._make_chunk(job, sampling, index)
+                chunk, pcm, label = self._make_chunk(job, sampling, index, label)
             except Exception as err:  # one job's failure must not stop the others
                 log.exception("job %s failed", job.id)
                 with self._cond:
@@ -281,6 +296,8 @@ class Engine:
                 job.generate_s += time.perf_counter() - started
                 if not job.ended:
                     self._emit(job, chunk, pcm, label)
+                if job.param_replies and not job.ended:
+                    self._answer_params(job)
 
     def _next_job(self) -> Job | None:
         """The runnable job due soonest (new jobs first), or None after waiting until one
@@ -302,15 +319,20 @@ class Engine:
             return None
         return None if best is None else best[1]
 
-    def _make_chunk(self, job: Job, sampling: Preset, index: int) -> tuple[Chunk, np.ndarray]:
-        """Generate until the job's buffer holds chunk `index`; → the chunk and its PCM.
-        Only the worker calls it; it touches only the job's stream, buffer and lead-in."""
+    def _make_chunk(self, job: Job, sampling: Preset, index: int, label: dict[str, Any]
+                    ) -> tuple[Chunk, np.ndarray, dict[str, Any]]:
+        """Generate until the job's buffer holds chunk `index`; → the chunk, its PCM and the
+        label (params, preset) of its newest audio: `label` when a block was generated for it,
+        else that of the buffer left over from an earlier block. Only the worker calls it; it
+        touches only the job's stream, buffer, buffer_label and lead-in."""
         stream = self.stream
         if job.stream is None:
             p = job.prompt
             job.stream = stream.start(p.samples, p.sample_rate, job.seed, job.preset.context_s)
         chunk = chunk_at(job.plan, index)
         min_block = round(self.config.min_block_s * stream.sample_rate)
+        if len(job.buffer) >= chunk.n_samples:
+            label = job.buffer_label or label
         while len(job.buffer) < chunk.n_samples:
             missing = max(chunk.n_samples - len(job.buffer), min_block)
             block, job.stream = stream.advance(job.stream, stream.frames_for(job.stream, missing),
@@ -318,8 +340,9 @@ class Engine:
             if block.lead_in is not None:
                 job.lead_in = block.lead_in
             job.buffer = np.concatenate([job.buffer, block.audio])
+            job.buffer_label = label
         pcm, job.buffer = job.buffer[:chunk.n_samples], job.buffer[chunk.n_samples:]
-        return chunk, pcm
+        return chunk, pcm, label
 
     def _emit(self, job: Job, chunk: Chunk, pcm: np.ndarray, label: dict[str, Any]) -> None:
         """Record and send a chunk (label: the params and preset it was generated with); end the

@@ -2,9 +2,10 @@
 
 `Job` is mutable and owned by the engine: the control side (generate/param/stop, on the
 transport's thread) and the worker touch it only under the engine's lock, except `stream`,
-`buffer` and `lead_in`, which only the worker uses (it takes `sampling` under the lock before
-each chunk). Timing: `t0` is when chunk 0 was sent; chunk i is due at t0 + its start / rate
-(a client playing chunk 0 on arrival needs chunk i then), and sending it later is a miss.
+`buffer`, `buffer_label` and `lead_in`, which only the worker writes, outside the lock while
+`busy` (it takes `sampling` under the lock before each chunk). Timing: `t0` is when chunk 0
+was sent; chunk i is due at t0 + its start / rate (a client playing chunk 0 on arrival needs
+chunk i then), and sending it later is a miss.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Job:
     samples_sent: int = 0
     stream: StreamState | None = None
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    buffer_label: dict | None = None  # params and preset the buffered audio was made with
+    param_replies: list[int] = field(default_factory=list)  # seqs of param requests to answer
     lead_in: np.ndarray | None = None
 
     def due(self, index: int) -> float | None:

@@ -100,6 +100,12 @@ class TokenStream:
         return self.pipeline.semantic_hop_samples
 
     @property
+    def _codes_samples(self) -> int:
+        """Prompt samples worth encoding with the codec: what the coarse stage looks back on
+        (the codec's encoder costs ~30 ms per second of prompt on 2 cores)."""
+        return self.context.coarse_semantic_frames * self.semantic_hop_samples
+
+    @property
     def _lead_samples(self) -> int:
         return round(CROSSFADE_S * self.sample_rate)
 
@@ -113,7 +119,7 @@ class TokenStream:
         prompt is not usable audio."""
         prompt = self.pipeline.prepare_prompt(audio, sample_rate, context_s)
         with torch.inference_mode():
-            semantic, codes, scale = self.pipeline.encode_prompt(prompt)
+            semantic, codes, scale = self.pipeline.encode_prompt(prompt, self._codes_samples)
             config = self.decoder.config
             warm = min(codes.shape[2], config.context_frames + config.holdback_frames)
             out, decoder = self.decoder.step(self.decoder.start(),
@@ -160,7 +166,8 @@ class TokenStream:
         pipe, gen = self.pipeline, state.generator
         per = pipe.tokenizers.frames_per_semantic
         semantic = pipe.extend_semantic(state.semantic, n_new, gen, sampling)
-        n_c = min(state.semantic.shape[1], self.context.coarse_semantic_frames)
+        n_c = min(state.semantic.shape[1], self.context.coarse_semantic_frames,
+                  state.codes.shape[2] // per)
         known = state.codes[:, :, state.codes.shape[2] - n_c * per:]
         coarse = pipe.extend_coarse(semantic[:, -(n_c + n_new):], known, (n_c + n_new) * per,
                                     gen, sampling)
@@ -171,12 +178,12 @@ class TokenStream:
 
     def _window(self, semantic: torch.Tensor, codes: torch.Tensor,
                 context_s: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last context_s seconds of tokens, in whole semantic frames."""
+        """The last context_s seconds of semantic tokens and the codes the coarse stage looks
+        back on, in whole semantic frames."""
         keep = max(1, round(context_s * self.sample_rate) // self.semantic_hop_samples)
-        if semantic.shape[1] <= keep:
-            return semantic, codes
         per = self.pipeline.tokenizers.frames_per_semantic
-        return semantic[:, -keep:], codes[:, :, -keep * per:]
+        keep_codes = min(keep, self.context.coarse_semantic_frames) * per
+        return semantic[:, -keep:], codes[:, :, max(codes.shape[2] - keep_codes, 0):]
 
 
 def _mono(audio: torch.Tensor) -> np.ndarray:
