@@ -160,7 +160,7 @@ class Engine:
                 job.params = {**job.params, **params}
                 job.preset = preset or job.preset
                 job.sampling = sampling_preset(job.preset, job.params)
-                job.params_pending = True
+                job.params_rev += 1
                 job.param_replies.append(request.seq)
                 if not job.busy:  # else the worker answers when its chunk in flight is done
                     self._answer_params(job)
@@ -279,12 +279,12 @@ class Engine:
                     return
                 if job is None:
                     continue
-                job.busy, job.params_pending = True, False
-                sampling, index = job.sampling, job.next_index
+                job.busy = True
+                sampling, index, rev = job.sampling, job.next_index, job.params_rev
                 label = {"params": dict(job.params), "preset": job.preset.name}
             started = time.perf_counter()
             try:
-                chunk, pcm, label = self._make_chunk(job, sampling, index, label)
+                chunk, pcm, label, fresh = self._make_chunk(job, sampling, index, label)
             except Exception as err:  # one job's failure must not stop the others
                 log.exception("job %s failed", job.id)
                 with self._cond:
@@ -294,6 +294,8 @@ class Engine:
             with self._cond:
                 job.busy = False
                 job.generate_s += time.perf_counter() - started
+                if fresh:
+                    job.heard_rev = rev
                 if not job.ended:
                     self._emit(job, chunk, pcm, label)
                 if job.param_replies and not job.ended:
@@ -308,7 +310,8 @@ class Engine:
                 continue
             due = job.due(job.next_index)
             key = -1e18 + job.created if due is None else due
-            slack = self.config.ahead_s + (self.config.min_block_s if job.params_pending else 0)
+            pending = job.params_rev != job.heard_rev  # a change not yet in any audio
+            slack = self.config.ahead_s + (self.config.min_block_s if pending else 0)
             if due is not None and due - now > slack:
                 wake = min(wake, due - now - slack)
                 continue
@@ -320,18 +323,20 @@ class Engine:
         return None if best is None else best[1]
 
     def _make_chunk(self, job: Job, sampling: Preset, index: int, label: dict[str, Any]
-                    ) -> tuple[Chunk, np.ndarray, dict[str, Any]]:
-        """Generate until the job's buffer holds chunk `index`; → the chunk, its PCM and the
-        label (params, preset) of its newest audio: `label` when a block was generated for it,
-        else that of the buffer left over from an earlier block. Only the worker calls it; it
-        touches only the job's stream, buffer, buffer_label and lead-in."""
+                    ) -> tuple[Chunk, np.ndarray, dict[str, Any], bool]:
+        """Generate until the job's buffer holds chunk `index`; → the chunk, its PCM, the
+        label (params, preset) of its newest audio and whether a block was generated for it
+        (the label is then `label`, else that of the buffer left over from an earlier block).
+        Only the worker calls it; it touches only the job's stream, buffer, buffer_label and
+        lead-in."""
         stream = self.stream
         if job.stream is None:
             p = job.prompt
             job.stream = stream.start(p.samples, p.sample_rate, job.seed, job.preset.context_s)
         chunk = chunk_at(job.plan, index)
         min_block = round(self.config.min_block_s * stream.sample_rate)
-        if len(job.buffer) >= chunk.n_samples:
+        fresh = len(job.buffer) < chunk.n_samples
+        if not fresh:
             label = job.buffer_label or label
         while len(job.buffer) < chunk.n_samples:
             missing = max(chunk.n_samples - len(job.buffer), min_block)
@@ -342,7 +347,7 @@ class Engine:
             job.buffer = np.concatenate([job.buffer, block.audio])
             job.buffer_label = label
         pcm, job.buffer = job.buffer[:chunk.n_samples], job.buffer[chunk.n_samples:]
-        return chunk, pcm, label
+        return chunk, pcm, label, fresh
 
     def _emit(self, job: Job, chunk: Chunk, pcm: np.ndarray, label: dict[str, Any]) -> None:
         """Record and send a chunk (label: the params and preset it was generated with); end the

@@ -47,7 +47,8 @@ class Job:
     next_index: int = 0  # the next chunk to generate
     busy: bool = False  # the worker is generating its next chunk
     ended: bool = False
-    params_pending: bool = False  # changed since the last chunk: generate now, not on schedule
+    params_rev: int = 0  # counts param changes
+    heard_rev: int = 0  # the params_rev of the newest generated block; behind: generate now
     t0: float | None = None
     misses: int = 0
     worst_late_s: float = 0.0
