@@ -49,14 +49,16 @@ class ServerProcess:
         return self.process.wait(timeout_s)
 
 
-def start_server(model_dir: Path, folder: Path, *extra: str) -> ServerProcess:
-    """Start `continuo serve` on a free loopback port with the tiny model; wait for hello."""
+def start_server(model_dir: Path, folder: Path, *extra: str,
+                 endpoint: str | None = None) -> ServerProcess:
+    """Start `continuo serve` on `endpoint` (default a free loopback port) with the tiny model;
+    wait for hello."""
     folder.mkdir(parents=True, exist_ok=True)
     root, out, log = folder / "clips", folder / "jobs", folder / "server.log"
     root.mkdir(exist_ok=True)
     sf.write(root / "prompt.wav", render_piano(progression_notes())[: 2 * SR], SR)
     preset = write_preset(folder, model_dir, extra='precision = "float32"\n')
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "continuo.server.cli", "serve", "--preset", str(preset),
             "--bind", endpoint, "--clip-root", str(root), "--out", str(out), "--threads", "1",
