@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from continuo.server.errors import ContinuoError
+from continuo.server.musical_time import MAX_BPM, MIN_BPM
 from continuo.server.transport.protocol import PARAM_NAMES
 
 PREFIX = "/continuo/"
-MIN_BPM, MAX_BPM = 20.0, 999.0
-MAX_BARS = 10_000
+MAX_BARS = 10_000  # the server's default limit (it checks its own)
 MAX_TEXT = 4096
 
 

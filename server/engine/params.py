@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from continuo.server.errors import ConfigError
 from continuo.server.presets import Preset, StageSampling
+from continuo.server.transport.protocol import PARAM_RANGES as RANGES
 
-RANGES = {"temperature": (0.0, 5.0), "top_k": (0.0, 1000.0), "top_p": (0.0, 1.0),
-          "variation": (0.0, 1.0)}
 STAGES = ("semantic", "coarse", "fine")
 
 

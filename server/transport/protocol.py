@@ -17,6 +17,7 @@ into one or raises `ProtocolError` with an `ErrorCode`, which the server sends b
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -34,7 +35,10 @@ PEER_TIMEOUT_S = 5.0  # a side not heard from for this long is gone
 
 REQUEST_TYPES = ("hello", "generate", "param", "stop", "status", "presets", "heartbeat")
 REPLY_TYPES = ("hello", "accepted", "chunk", "done", "error", "status", "presets", "heartbeat")
-PARAM_NAMES = ("temperature", "top_k", "top_p", "variation")
+# live parameters and their ranges (their meaning: server/engine/params.py)
+PARAM_RANGES = {"temperature": (0.0, 5.0), "top_k": (0.0, 1000.0), "top_p": (0.0, 1.0),
+                "variation": (0.0, 1.0)}
+PARAM_NAMES = tuple(PARAM_RANGES)
 
 
 class ErrorCode(str, Enum):
@@ -258,14 +262,18 @@ def _check_generate(request: Generate, pcm: np.ndarray | None, seq: int | None) 
 
 @dataclass
 class Sequencer:
-    """Numbers one side's messages and stamps version and type on them."""
+    """Numbers one side's messages and stamps version and type on them (thread-safe: the
+    server's threads share one)."""
 
     seq: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def header(self, kind: str, **fields: Any) -> dict[str, Any]:
-        self.seq += 1
-        return {"v": PROTOCOL_VERSION, "type": kind, "seq": self.seq, **self.extra, **fields}
+        with self._lock:
+            self.seq += 1
+            seq = self.seq
+        return {"v": PROTOCOL_VERSION, "type": kind, "seq": seq, **self.extra, **fields}
 
 
 def error_header(seq: Sequencer, code: ErrorCode, message: str, job: str | None = None,

@@ -36,6 +36,7 @@ from continuo.server.transport.protocol import (
     ErrorCode,
     Incoming,
     ProtocolError,
+    Sequencer,
     pack,
     parse_request,
 )
@@ -51,27 +52,13 @@ class ServerConfig:
     hwm: int = 1000  # messages queued per client before ZeroMQ drops
 
 
-class Headers:
-    """Numbers the server's messages (thread-safe: both threads build headers)."""
-
-    def __init__(self) -> None:
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, kind: str, **fields: Any) -> dict[str, Any]:
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
-        return {"v": PROTOCOL_VERSION, "type": kind, "seq": seq, **fields}
-
-
 class Server:
     """Serve `engine` on `config.bind` until `stop()`; see the module doc."""
 
     def __init__(self, config: ServerConfig, context: zmq.Context | None = None) -> None:
         self.config = config
         self.context = context or zmq.Context()
-        self.headers = Headers()
+        self.headers = Sequencer().header
         self._outboxes = threading.local()
         self._stop = threading.Event()
         self._clients: dict[bytes, float] = {}  # identity → last heard (monotonic)
