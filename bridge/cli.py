@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         bridge = Bridge(BridgeConfig(server=args.server, osc_host=args.osc_host,
-                                     osc_port=args.osc_port, reply=args.reply, out_dir=args.out,
+                                     osc_port=args.osc_port, reply=args.reply,
+                                     out_dir=args.out.resolve(),
                                      meter=args.meter, chunk_beats=args.chunk_beats))
     except (ContinuoError, OSError) as err:
         print(f"continuo-bridge: error: {err}", file=sys.stderr)
