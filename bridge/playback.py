@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass, field
+from time import perf_counter
 
 import numpy as np
 import soxr
@@ -68,8 +69,14 @@ class Start:
 
 @dataclass
 class PlayerStats:
+    """underflows: blocks the device flagged as underrun while a job played (an xrun anywhere
+    in the audio server also counts); underflow_frames: where; late_samples: samples of chunks
+    that came after their start; slowest_callback_s: the longest our callback took."""
+
     underflows: int = 0
+    underflow_frames: list[int] = field(default_factory=list)
     late_samples: int = 0
+    slowest_callback_s: float = 0.0
     starts: list[Start] = field(default_factory=list)
 
 
@@ -129,16 +136,20 @@ class Player:
         return frame
 
     def _callback(self, outdata: np.ndarray, frames: int, time, status) -> None:
+        began = perf_counter()
         outdata.fill(0)
         with self._lock:
             if status.output_underflow and self._origin is not None:  # while a job plays
                 self.stats.underflows += 1
+                self.stats.underflow_frames.append(self._frame - self._origin)
             start, end = self._frame, self._frame + frames
             dac = time.outputBufferDacTime  # DAC time of this block's first frame
             for chunk in self._chunks:
                 self._mix(chunk, outdata, start, end, dac)
             self._chunks = [c for c in self._chunks if c.written < len(c.audio)]
             self._frame = end
+            self.stats.slowest_callback_s = max(self.stats.slowest_callback_s,
+                                                perf_counter() - began)
 
     def _mix(self, chunk: Scheduled, out: np.ndarray, start: int, end: int,
              dac: float) -> None:

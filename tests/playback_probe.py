@@ -39,7 +39,8 @@ def main(bars: int, tempo: float, meter: str) -> None:
     stats = player.stats
     print(json.dumps({
         "origin": origin, "frames": frames, "underflows": stats.underflows,
-        "late_samples": stats.late_samples,
+        "late_samples": stats.late_samples, "underflow_frames": stats.underflow_frames,
+        "slowest_callback_s": stats.slowest_callback_s,
         "starts": [{"index": s.index, "frame": s.frame, "error_s": s.error_s}
                    for s in stats.starts]}))
 

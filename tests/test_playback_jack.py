@@ -48,6 +48,7 @@ def test_sixteen_bars_play_on_their_bars_without_underruns(jack_server: str) -> 
     bar_frames = {origin + beats_to_samples(per_bar * bar, 93.7, 48_000)
                   for bar in range(0, 16, 2)}
     assert bar_frames <= {s["frame"] for s in report["starts"]}
-    assert (report["underflows"], report["late_samples"]) == (0, 0)
+    assert (report["underflows"], report["late_samples"]) == (0, 0), (
+        report["underflow_frames"], report["slowest_callback_s"])
     worst = max(abs(s["error_s"]) for s in report["starts"])
     assert worst < 1e-3, f"a chunk started {worst * 1e3:.3f} ms off its bar on the DAC clock"
