@@ -23,8 +23,9 @@ from continuo.bridge.client import Client, Event, ServerGone
 SR = 24000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A free loopback port for TCP (default) or UDP (socket.SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

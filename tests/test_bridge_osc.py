@@ -24,12 +24,6 @@ from continuo.bridge.osc import OscError, parse_message
 pytestmark = pytest.mark.timeout(300)  # liblo-tools (oscsend, oscdump): .ci/run installs it
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Dump:
     """`oscdump PORT` in the background; its lines, parsed as (address, args text)."""
 
@@ -61,7 +55,7 @@ class Dump:
 
 class BridgeProcess:
     def __init__(self, server_endpoint: str, reply_port: int, folder: Path) -> None:
-        self.port = free_udp_port()
+        self.port = free_port(socket.SOCK_DGRAM)
         self.out = folder / "chunks"
         self.log = folder / "bridge.log"
         argv = [sys.executable, "-m", "continuo.bridge.cli", "--server", server_endpoint,
@@ -82,7 +76,7 @@ class BridgeProcess:
 
 @pytest.fixture
 def rig(server: ServerProcess, tmp_path: Path) -> Iterator[tuple[BridgeProcess, Dump]]:  # noqa: F811
-    reply_port = free_udp_port()
+    reply_port = free_port(socket.SOCK_DGRAM)
     dump = Dump(reply_port, tmp_path / "dump.txt")
     bridge = BridgeProcess(server.endpoint, reply_port, tmp_path)
     dump.wait_for(r"/continuo/status .*connected", 30)
@@ -146,7 +140,7 @@ def test_the_bridge_reconnects_when_the_server_restarts(
     model_dir: Path, tmp_path: Path,
 ) -> None:
     first = start_server(model_dir, tmp_path / "a")
-    reply_port = free_udp_port()
+    reply_port = free_port(socket.SOCK_DGRAM)
     dump = Dump(reply_port, tmp_path / "dump.txt")
     bridge = BridgeProcess(first.endpoint, reply_port, tmp_path)
     try:

@@ -37,6 +37,7 @@ from continuo.server.transport.protocol import (
     Incoming,
     ProtocolError,
     Sequencer,
+    error_header,
     pack,
     parse_request,
 )
@@ -58,7 +59,8 @@ class Server:
     def __init__(self, config: ServerConfig, context: zmq.Context | None = None) -> None:
         self.config = config
         self.context = context or zmq.Context()
-        self.headers = Sequencer().header
+        self.sequencer = Sequencer()
+        self.headers = self.sequencer.header
         self._outboxes = threading.local()
         self._stop = threading.Event()
         self._clients: dict[bytes, float] = {}  # identity → last heard (monotonic)
@@ -101,9 +103,8 @@ class Server:
         finally:
             engine.shutdown()
             for client in self._clients:
-                self.send(client, pack(self.headers("error", code=ErrorCode.SHUTDOWN.value,
-                                                    message="the server is stopping",
-                                                    job=None, re=None)))
+                self.send(client, pack(error_header(self.sequencer, ErrorCode.SHUTDOWN,
+                                                    "the server is stopping")))
             while outbox.poll(100):  # what the engine and the lines above queued
                 _drain(outbox, router)
             for sock in (router, outbox, getattr(self._outboxes, "socket", None)):
@@ -151,14 +152,12 @@ class Server:
             self._dispatch(client, incoming)
         except ProtocolError as err:
             log.info("client %s: %s", client.hex(), err)
-            self.send(client, pack(self.headers("error", code=err.code.value,
-                                                message=err.message, job=err.job,
-                                                re=err.seq if err.seq is not None else seq)))
+            self.send(client, pack(error_header(self.sequencer, err.code, err.message, err.job,
+                                                err.seq if err.seq is not None else seq)))
         except Exception as err:  # a bug handling one request must not stop the server
             log.exception("handling a request from %s", client.hex())
-            self.send(client, pack(self.headers("error", code=ErrorCode.INTERNAL.value,
-                                                message=f"{type(err).__name__}: {err}",
-                                                job=None, re=seq)))
+            self.send(client, pack(error_header(self.sequencer, ErrorCode.INTERNAL,
+                                                f"{type(err).__name__}: {err}", re=seq)))
 
     def _dispatch(self, client: bytes, incoming: Incoming) -> None:
         request, engine, seq = incoming.request, self.engine, incoming.request.seq
