@@ -18,3 +18,4 @@ torch.set_num_threads(1)
 def _seed() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
+from jack_fixtures import jack_server  # noqa: E402,F401 (a fixture for every test module)

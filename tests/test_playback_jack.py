@@ -5,14 +5,12 @@ the frame on the grid, and within 1 ms on the device's DAC clock)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jack_fixtures import jack_env
 
 from continuo.server.musical_time import Meter, beats_to_samples
 
@@ -20,22 +18,8 @@ PROBE = Path(__file__).with_name("playback_probe.py")
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def jack_server() -> Iterator[str]:
-    """A private JACK server (dummy driver, 48 kHz, 256-frame periods) for this module."""
-    name = f"continuo-test-{os.getpid()}"
-    process = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(1.5)
-    if process.poll() is not None:
-        raise RuntimeError(f"jackd exited: {process.stdout.read().decode(errors='replace')}")
-    yield name
-    process.terminate()
-    process.wait(10)
-
-
 def test_sixteen_bars_play_on_their_bars_without_underruns(jack_server: str) -> None:
-    env = {**os.environ, "JACK_DEFAULT_SERVER": jack_server, "JACK_NO_START_SERVER": "1"}
+    env = jack_env(jack_server)
     result = subprocess.run([sys.executable, str(PROBE), "16", "93.7", "7/8"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
