@@ -7,6 +7,11 @@
     /continuo/preset    s:name                              preset of the running job
     /continuo/tempo     f:bpm                               tempo of the next generate
     /continuo/loop      i:on                                loop mode (1) for the next generate
+    /continuo/learn     s:name                              MIDI learn: the next CC moved
+                                                            controls this parameter
+    /continuo/capture   i:bars [s:source]                   live loop: the last bars of the
+                                                            input (or of a WAV file the DAW is
+                                                            writing) continued in loop mode
     /continuo/status                                        ask for /continuo/status
 
 Replies, to the sender (or the `--reply` address): `/continuo/chunk s:wav_path i:bar f:beat
@@ -29,6 +34,7 @@ from continuo.server.transport.protocol import PARAM_NAMES
 PREFIX = "/continuo/"
 MAX_BARS = 10_000  # the server's default limit (it checks its own)
 MAX_TEXT = 4096
+MAX_CAPTURE_BARS = 64
 
 
 class OscError(ContinuoError):
@@ -70,11 +76,22 @@ class Loop:
 
 
 @dataclass(frozen=True)
+class Learn:
+    name: str
+
+
+@dataclass(frozen=True)
+class Capture:
+    bars: int
+    source: str | None = None  # None: the audio input device
+
+
+@dataclass(frozen=True)
 class Status:
     pass
 
 
-Command = Generate | Stop | Param | Preset | Tempo | Loop | Status
+Command = Generate | Stop | Param | Preset | Tempo | Loop | Learn | Capture | Status
 # address → (argument names, how many are optional at the end)
 SIGNATURES: dict[str, tuple[tuple[str, ...], int]] = {
     "generate": (("clip", "tempo", "bars", "preset"), 1),
@@ -83,6 +100,8 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], int]] = {
     "preset": (("name",), 0),
     "tempo": (("bpm",), 0),
     "loop": (("on",), 0),
+    "learn": (("name",), 0),
+    "capture": (("bars", "source"), 1),
     "status": ((), 0),
 }
 
@@ -104,12 +123,17 @@ def parse_message(address: str, args: list[Any]) -> Command:
                         _number(address, "tempo", a["tempo"], MIN_BPM, MAX_BPM),
                         int(_number(address, "bars", a["bars"], 1, MAX_BARS, whole=True)),
                         _text(address, "preset", a["preset"]) if "preset" in a else None)
-    if name == "param":
+    if name in ("param", "learn"):
         param = _text(address, "name", a["name"])
         if param not in PARAM_NAMES:
             raise OscError(f"{address}: unknown parameter {param!r}; known: "
                            f"{', '.join(PARAM_NAMES)}")
+        if name == "learn":
+            return Learn(param)
         return Param(param, _number(address, "value", a["value"], -1e9, 1e9))
+    if name == "capture":
+        return Capture(int(_number(address, "bars", a["bars"], 1, MAX_CAPTURE_BARS, whole=True)),
+                       _text(address, "source", a["source"]) if "source" in a else None)
     if name == "preset":
         return Preset(_text(address, "name", a["name"]))
     if name == "tempo":
