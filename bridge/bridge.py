@@ -1,12 +1,16 @@
-"""The bridge: OSC in, the server's chunks out as WAV files and OSC replies.
+"""The bridge: OSC and MIDI in; the server's chunks out as sound in tempo, WAV files and OSC.
 
-Two threads. `OscInbox` reads UDP datagrams, parses them with python-osc (`OscPacket`) and
-queues (address, arguments, sender); a datagram that is not OSC is queued as an error for its
-sender. The bridge loop (`Bridge.run`, one thread, which owns the ZeroMQ client) takes queued
-messages, checks them (`osc.parse_message`), acts on them through the server, and turns the
-server's events into replies: each chunk is written as `OUT/<job>/<index>.wav` (mono float32 at
-the model's rate, for DAW or Max/Pd import) and announced with `/continuo/chunk`; a job's end
-with `/continuo/done`; any problem with `/continuo/error`, never a crash. When the server stops
+Threads. `OscInbox` reads UDP datagrams, parses them with python-osc (`OscPacket`) and queues
+(address, arguments, sender, arrival time); a datagram that is not OSC is queued as an error for
+its sender. The MIDI port (`midi.MidiInput`, optional) queues its messages the same way and feeds
+MIDI clock to its clock. The bridge loop (`Bridge.run`, one thread, which owns the ZeroMQ client)
+takes queued messages, checks them (`osc.parse_message`; MIDI through the controller map,
+`midimap.command_for`), acts on them through the server, and turns the server's events into
+sound and replies: each chunk goes on stage (`stage.Stage`: played on its bar of the tempo
+clock; absent with --no-audio), is written as `OUT/<job>/<index>.wav` (mono float32 at the
+model's rate, for DAW or Max/Pd import) and announced with `/continuo/chunk`; a job's first
+sound with `/continuo/playing`, its end with `/continuo/done` and, once all of it has played,
+`/continuo/played`; any problem with `/continuo/error`, never a crash. When the server stops
 answering, the bridge reconnects by itself and says so with `/continuo/status`.
 """
 
@@ -19,19 +23,26 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
+import numpy as np
 import soundfile as sf
 from pythonosc.osc_packet import OscPacket, ParseError
 from pythonosc.udp_client import SimpleUDPClient
 
 from continuo.bridge import osc
 from continuo.bridge.client import Client, Event, ServerError, ServerGone
+from continuo.bridge.clock import Clock, InternalClock, next_boundary_s
+from continuo.bridge.stage import Stage
+from continuo.server.engine.chunks import ChunkPlan
 from continuo.server.errors import ContinuoError
+from continuo.server.musical_time import Meter
 from continuo.server.transport.protocol import DEFAULT_ENDPOINT
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
+Inbound = tuple[str | None, Any, Address, float]  # address (None: not OSC), args, sender, time
 MAX_DATAGRAM = 65_536
 
 
@@ -46,6 +57,8 @@ class BridgeConfig:
     chunk_beats: float = 1.0
     track: str = "main"
     timeout_s: float = 10.0
+    tempo: float = 120.0  # of the internal clock until /continuo/tempo or a generate sets it
+    midi_map: Path | None = None  # the controller map; MIDI learn saves to it
 
 
 class OscInbox:
@@ -56,7 +69,7 @@ class OscInbox:
         self.socket.bind((host, port))
         self.socket.settimeout(0.2)
         self.port = self.socket.getsockname()[1]
-        self.messages: queue.Queue[tuple[str | None, Any, Address]] = queue.Queue(maxsize=1000)
+        self.messages: queue.Queue[Inbound] = queue.Queue(maxsize=1000)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="osc-inbox", daemon=True)
 
@@ -76,11 +89,12 @@ class OscInbox:
                 continue
             except OSError:
                 return
+            now = perf_counter()
             try:
-                items = [(m.message.address, list(m.message.params), sender)
+                items = [(m.message.address, list(m.message.params), sender, now)
                          for m in OscPacket(data).messages]
             except (ParseError, ValueError, IndexError) as err:
-                items = [(None, f"not an OSC packet ({len(data)} bytes: {err})", sender)]
+                items = [(None, f"not an OSC packet ({len(data)} bytes: {err})", sender, now)]
             for item in items:
                 try:
                     self.messages.put_nowait(item)
@@ -98,15 +112,27 @@ class BridgeState:
     job: str | None = None  # the running job on our track
     connected: bool = False
     reply_to: dict[str, Address] = field(default_factory=dict)  # job → who asked for it
+    learning: str | None = None  # the parameter the next CC moved will control
+    capture: tuple[float, float, Address | None, float] | None = None  # (from, to, who, when)
 
 
 class Bridge:
-    """See the module doc. `run()` until `stop()`."""
+    """See the module doc. `run()` until `stop()`. The stage, MIDI port, audio input and clock
+    are made by the caller (`cli.py`) and handed in; any of them may be absent."""
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, stage: Stage | None = None,
+                 clock: Clock | None = None, midi: Any = None, capture: Any = None) -> None:
         self.config = config
-        self.state = BridgeState()
+        self.state = BridgeState(tempo=config.tempo)
         self.inbox = OscInbox(config.osc_host, config.osc_port)
+        self.clock = clock or (stage.clock if stage else InternalClock(config.tempo,
+                                                                       perf_counter()))
+        self.stage, self.midi, self.capture = stage, midi, capture
+        self.midi_map = None
+        if midi is not None:
+            from continuo.bridge.midimap import load_map
+
+            self.midi_map = load_map(config.midi_map) if config.midi_map else load_map(None)
         self._senders: dict[Address, SimpleUDPClient] = {}
         self._stop = threading.Event()
         self._last_sender: Address | None = None
@@ -136,38 +162,86 @@ class Bridge:
     # --- the loop -------------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Handle queued OSC messages, then server events for up to 20 ms."""
+        """Handle queued OSC and MIDI messages, a due capture, playback news, then server events
+        for up to 10 ms."""
         while True:
             try:
-                address, args, sender = self.inbox.messages.get_nowait()
+                address, args, sender, arrived = self.inbox.messages.get_nowait()
             except queue.Empty:
                 break
             self._last_sender = sender
             if address is None:
                 self._reply(sender, "/continuo/error", [args])
                 continue
-            try:
-                self._command(osc.parse_message(address, args), sender)
-            except ServerError as err:
-                self._reply(sender, "/continuo/error", [f"{err.code.value}: {err.message}"])
-            except ContinuoError as err:
-                self._reply(sender, "/continuo/error", [str(err)])
-        event = self.client.recv(0.02)
+            self._guarded(sender, arrived, osc.parse_message, address, args)
+        self._pump_midi()
+        if self.state.capture is not None and perf_counter() >= self.state.capture[1] + 0.05:
+            start_s, end_s, sender, arrived = self.state.capture
+            self.state.capture = None
+            self._guarded(sender, arrived, self._loop_input, start_s, end_s, sender)
+        if self.stage is not None:
+            self._report_playback()
+        event = self.client.recv(0.01)
         if event is not None:
             self._event(event)
 
-    def _command(self, command: osc.Command, sender: Address) -> None:
+    def _guarded(self, sender: Address | None, arrived: float, make, *args: Any) -> None:
+        """`make(*args)` a command (or do something, None) and act on it; any problem goes
+        back to the sender as an error."""
+        try:
+            command = make(*args)
+            if command is not None:
+                self._command(command, sender, arrived)
+        except ServerError as err:
+            self._reply(sender, "/continuo/error", [f"{err.code.value}: {err.message}"])
+        except ContinuoError as err:
+            self._reply(sender, "/continuo/error", [str(err)])
+
+    def _pump_midi(self) -> None:
+        if self.midi is None:
+            return
+        from continuo.bridge.midimap import learn, save_map
+
+        sender = self.config.reply or self._last_sender
+        while True:
+            try:
+                message, arrived = self.midi.messages.get_nowait()
+            except queue.Empty:
+                return
+            if self.state.learning and message.type == "control_change":
+                param, channel = self.state.learning, message.channel + 1
+                self.midi_map = learn(self.midi_map, param, message.control, channel)
+                self.state.learning = None
+                if self.config.midi_map is not None:
+                    save_map(self.midi_map, self.config.midi_map)
+                self._reply(sender, "/continuo/learned", [param, int(message.control)])
+                continue
+
+            self._guarded(sender, arrived, self._midi_command, message)
+
+    def _midi_command(self, message: Any) -> osc.Command | None:
+        from continuo.bridge.midimap import command_for
+
+        command = command_for(message, self.midi_map, self._tempo())
+        return osc.Loop(not self.state.loop) if isinstance(command, osc.Loop) else command
+
+    def _tempo(self) -> float:
+        """The tempo to play at: an external clock's while it runs, else the bridge's own."""
+        if self.clock.name != "internal" and self.clock.beat_at(perf_counter()) is not None:
+            return round(self.clock.bpm(), 2)
+        return self.state.tempo
+
+    def _command(self, command: osc.Command, sender: Address | None, arrived: float) -> None:
         state, client, config = self.state, self.client, self.config
         if isinstance(command, osc.Generate):
-            state.tempo = command.tempo
-            accepted = client.generate(clip=command.clip, tempo=command.tempo, bars=command.bars,
-                                       meter=config.meter, chunk_beats=config.chunk_beats,
-                                       preset=command.preset or state.preset, loop=state.loop,
-                                       track=config.track)
-            state.job = accepted["job"]
-            state.reply_to[state.job] = sender
+            tempo = self._tempo() if self.clock.name != "internal" else command.tempo
+            self._set_tempo(tempo)
+            self._start(sender, arrived, clip=command.clip, bars=command.bars,
+                        preset=command.preset or state.preset, loop=state.loop)
         elif isinstance(command, osc.Stop):
             client.stop(track=config.track)
+            if self.stage is not None:
+                self.stage.stop()
         elif isinstance(command, osc.Param):
             client.param(track=config.track, params={command.name: command.value})
         elif isinstance(command, osc.Preset):
@@ -175,25 +249,92 @@ class Bridge:
             if state.job is not None:
                 client.param(track=config.track, preset=command.name)
         elif isinstance(command, osc.Tempo):
-            state.tempo = command.bpm
+            self._set_tempo(command.bpm)
         elif isinstance(command, osc.Loop):
             state.loop = command.on
-        if isinstance(command, osc.Status | osc.Tempo | osc.Loop):
+        elif isinstance(command, osc.Learn):
+            if self.midi is None:
+                raise osc.OscError("/continuo/learn: no MIDI port (start continuo-bridge "
+                                   "with --midi)")
+            state.learning = command.name
+        elif isinstance(command, osc.Capture):
+            self._capture(command, sender, arrived)
+        if isinstance(command, osc.Status | osc.Tempo | osc.Loop | osc.Learn):
             self._status(sender)
+
+    def _set_tempo(self, bpm: float) -> None:
+        self.state.tempo = bpm
+        if hasattr(self.clock, "set_bpm"):  # the bridge's own clock, or a proposal to Link
+            self.clock.set_bpm(bpm, perf_counter())
+
+    def _start(self, sender: Address | None, arrived: float, *, bars: int | None = None,
+               loop: bool = False, **source: Any) -> None:
+        """Start a job on our track (a clip or PCM) at the current tempo."""
+        config = self.config
+        accepted = self.client.generate(tempo=self.state.tempo, bars=bars, meter=config.meter,
+                                        chunk_beats=config.chunk_beats, loop=loop,
+                                        track=config.track, **source)
+        job = self.state.job = accepted["job"]
+        self.state.reply_to[job] = sender
+        if self.stage is not None:
+            self.stage.add(job, ChunkPlan.of(accepted["tempo"], accepted["meter"],
+                                             accepted["chunk_beats"], accepted["sample_rate"],
+                                             bars), arrived)
+
+    def _capture(self, command: osc.Capture, sender: Address | None, arrived: float) -> None:
+        """Live loop: continue the last `bars` bars in loop mode — of a file now, of the audio
+        input at the clock's next bar line."""
+        seconds = float(command.bars * Meter.parse(self.config.meter).quarter_beats_per_bar
+                        * 60 / self._tempo())
+        self._set_tempo(self._tempo())
+        if command.source is not None:
+            from continuo.bridge.capture import read_tail
+
+            pcm, sr = read_tail(Path(command.source), seconds)
+            self._start(sender, arrived, pcm=pcm, sr=sr, loop=True)
+            return
+        if self.capture is None:
+            raise osc.OscError("/continuo/capture: no audio input (start continuo-bridge with "
+                               "--input, or name a file to capture from)")
+        now = perf_counter()
+        beat = self.clock.beat_at(now)
+        per_bar = float(Meter.parse(self.config.meter).quarter_beats_per_bar)
+        end_s = now if beat is None else next_boundary_s(beat, now, self.clock.bpm(), per_bar)
+        self.state.capture = (end_s - seconds, end_s, sender, arrived)
+
+    def _loop_input(self, start_s: float, end_s: float, sender: Address | None) -> None:
+        pcm = np.asarray(self.capture.take(start_s, end_s), np.float32)
+        self._start(sender, perf_counter(), pcm=pcm, sr=self.capture.samplerate, loop=True)
+
+    def _report_playback(self) -> None:
+        first, played = self.stage.poll()
+        for job, latency_s in first:
+            self._reply(self.state.reply_to.get(job, self._last_sender), "/continuo/playing",
+                        [job, float(latency_s)])
+        for p in played:
+            self._reply(self.state.reply_to.pop(p.job, self._last_sender), "/continuo/played",
+                        [p.job, p.chunks, p.late_samples, float(p.max_start_error_ms), p.timed,
+                         p.underflows])
 
     def _event(self, event: Event) -> None:
         header, state = event.header, self.state
         sender = state.reply_to.get(event.job or "", self._last_sender)
         if event.kind == "chunk":
-            path = self.config.out_dir / header["job"] / f"{header['index']:05d}.wav"
+            job, index = header["job"], int(header["index"])
+            if self.stage is not None:
+                self.stage.chunk(job, index, event.pcm, header["sample_rate"])
+            path = self.config.out_dir / job / f"{index:05d}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(path, event.pcm, header["sample_rate"], subtype="FLOAT")
             self._reply(sender, "/continuo/chunk", [str(path), int(header["bar"]),
-                                                    float(header["beat"]), int(header["index"])])
+                                                    float(header["beat"]), index])
         elif event.kind == "done":
             self._reply(sender, "/continuo/done", [header["job"], header["reason"],
                                                    header.get("recording", "")])
-            state.reply_to.pop(header["job"], None)
+            if self.stage is None:
+                state.reply_to.pop(header["job"], None)
+            else:
+                self.stage.ended(header["job"])
             if state.job == header["job"]:
                 state.job = None
         elif event.kind == "error":
@@ -228,7 +369,7 @@ class Bridge:
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline and not self._stop.is_set():
             try:
-                address, _, sender = self.inbox.messages.get(timeout=0.1)
+                address, _, sender, _ = self.inbox.messages.get(timeout=0.1)
             except queue.Empty:
                 continue
             self._last_sender = sender

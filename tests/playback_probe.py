@@ -30,7 +30,9 @@ def main(bars: int, tempo: float, meter: str) -> None:
         time.sleep(max(0.0, due - 0.15 - time.monotonic()))  # arrives 150 ms ahead
         t = np.arange(chunk.n_samples) / MODEL_RATE
         pcm = (0.2 * np.sin(2 * np.pi * (220 + 20 * index) * t)).astype(np.float32)
-        frames.append(player.schedule(index, pcm, MODEL_RATE, chunk.beat_position,
+        if index == 0:
+            player.start_job("probe")
+        frames.append(player.schedule("probe", index, pcm, MODEL_RATE, chunk.beat_position,
                                       chunk.beat_position + 1, tempo))
         if index == 0:
             origin = frames[0]
