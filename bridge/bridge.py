@@ -308,9 +308,9 @@ class Bridge:
 
     def _report_playback(self) -> None:
         first, played = self.stage.poll()
-        for job, latency_s in first:
+        for job, latency_s, beat in first:
             self._reply(self.state.reply_to.get(job, self._last_sender), "/continuo/playing",
-                        [job, float(latency_s)])
+                        [job, float(latency_s), float(beat)])
         for p in played:
             self._reply(self.state.reply_to.pop(p.job, self._last_sender), "/continuo/played",
                         [p.job, p.chunks, p.late_samples, float(p.max_start_error_ms), p.timed,

@@ -107,11 +107,12 @@ class Stage:
         if job in self.jobs:
             self.jobs[job].done = True
 
-    def poll(self) -> tuple[list[tuple[str, float]], list[Played]]:
+    def poll(self) -> tuple[list[tuple[str, float, float]], list[Played]]:
         """→ (jobs whose first sample reached the DAC since the last poll, with the trigger-to-
-        sound seconds; jobs whose audio has all played). Late samples and underflows are the
-        device's since the previous report."""
-        first: list[tuple[str, float]] = []
+        sound seconds and the clock's beat then (-1: the clock was stopped); jobs whose audio
+        has all played). Late samples and underflows are the device's since the previous
+        report."""
+        first: list[tuple[str, float, float]] = []
         for start in self.player.take_starts():
             entry = self.jobs.get(start.job)
             if entry is None:
@@ -123,7 +124,9 @@ class Stage:
                 entry.max_error_s = max(entry.max_error_s, abs(start.error_s))
             if entry.first_sound_s is None:
                 entry.first_sound_s = start.wall_s
-                first.append((start.job, start.wall_s - entry.triggered_s))
+                beat = self.clock.beat_at(start.wall_s)
+                first.append((start.job, start.wall_s - entry.triggered_s,
+                              -1.0 if beat is None else beat))
         played = []
         for name in [n for n, e in self.jobs.items() if e.done and not self.player.playing(n)]:
             entry, stats = self.jobs.pop(name), self.player.stats
