@@ -21,6 +21,7 @@ import queue
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -137,6 +138,8 @@ class Bridge:
         self._stop = threading.Event()
         self._last_sender: Address | None = None
         self.client: Client | None = None
+        self._identity = f"continuo-bridge-{uuid.uuid4().hex[:12]}".encode()  # kept across
+        # reconnects: jobs running on the server stay this bridge's
 
     def stop(self) -> None:
         self._stop.set()
@@ -345,7 +348,7 @@ class Bridge:
     def _connect(self) -> None:
         try:
             client = Client(self.config.server, timeout_s=min(self.config.timeout_s, 2.0),
-                            name="continuo-bridge")
+                            name="continuo-bridge", identity=self._identity)
             client.hello()
         except ServerGone:
             client.close()

@@ -100,13 +100,16 @@ class Client:
     `curve` = (server_public, client_public, client_secret), Z85 keys as `continuo keys` writes
     them, for a server bound to a non-loopback address. `heartbeat_s` and `peer_timeout_s`
     default to the protocol's; the server expects a heartbeat at least every PEER_TIMEOUT_S.
+    `identity`: a client that reconnects with the identity it had (within PEER_TIMEOUT_S of
+    going silent) gets its running jobs back: their chunks, stop and param (the server hands
+    the identity over to the newest connection); default a fresh one per connection.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, timeout_s: float = 10.0,
                  name: str = "continuo-client", context: zmq.Context | None = None,
                  curve: tuple[bytes, bytes, bytes] | None = None,
                  heartbeat_s: float = HEARTBEAT_S,
-                 peer_timeout_s: float = PEER_TIMEOUT_S) -> None:
+                 peer_timeout_s: float = PEER_TIMEOUT_S, identity: bytes | None = None) -> None:
         if not timeout_s > 0:
             raise ConfigError(f"timeout_s must be > 0, got {timeout_s!r}")
         if not 0 < heartbeat_s < peer_timeout_s:
@@ -120,6 +123,11 @@ class Client:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
+        if identity is not None:  # the same identity again: the server's jobs stay ours
+            if not 1 <= len(identity) <= 255 or identity[0] == 0:
+                raise ConfigError(f"identity must be 1-255 bytes not starting with 0, got "
+                                  f"{identity!r}")
+            self._socket.setsockopt(zmq.ROUTING_ID, identity)
         if curve is not None:
             self._set_curve(curve)
         self._socket.connect(endpoint)

@@ -38,8 +38,8 @@ class ServerProcess:
     out: Path  # recordings
     log: Path
 
-    def client(self, timeout_s: float = 30.0) -> Client:
-        return Client(self.endpoint, timeout_s=timeout_s, name="pytest")
+    def client(self, timeout_s: float = 30.0, identity: bytes | None = None) -> Client:
+        return Client(self.endpoint, timeout_s=timeout_s, name="pytest", identity=identity)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

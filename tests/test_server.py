@@ -153,3 +153,23 @@ def test_loop_mode_runs_past_its_prompt_until_stopped(server: ServerProcess) -> 
     assert not any(c.header["last"] for c in chunks)
     sidecar = json.loads(Path(done["sidecar"]).read_text())
     assert sidecar["loop"] is True and sidecar["bars"] is None
+
+
+def test_a_client_reconnecting_with_its_identity_gets_its_jobs_back(
+    server: ServerProcess,  # noqa: F811
+) -> None:
+    """A bridge that lost its connection (and made a new socket) keeps its loop job: the
+    chunks come to the new connection, which can stop it."""
+    identity = b"bridge-test-reconnect"
+    first = server.client(identity=identity)
+    job = first.generate(clip="prompt.wav", tempo=120, chunk_beats=1, loop=True)["job"]
+    before = [next(first.stream(job)) for _ in range(2)]
+    first.close()
+    with server.client(identity=identity) as second:
+        second.hello()
+        stream = second.stream(job)
+        after = [next(stream) for _ in range(3)]
+        assert [c.header["index"] for c in after] == sorted(c.header["index"] for c in after)
+        assert after[0].header["index"] > before[-1].header["index"]
+        done = second.stop(job=job)
+    assert [d["job"] for d in done] == [job] and done[0]["reason"] == "stopped"

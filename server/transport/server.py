@@ -89,7 +89,7 @@ class Server:
         self.max_pcm_bytes = engine.config.max_pcm_bytes(engine.sample_rate)
         router = self.context.socket(zmq.ROUTER)
         for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, self.config.hwm),
-                              (zmq.RCVHWM, self.config.hwm),
+                              (zmq.RCVHWM, self.config.hwm), (zmq.ROUTER_HANDOVER, 1),
                               (zmq.MAXMSGSIZE, 2 * self.max_pcm_bytes + (1 << 20))):
             router.setsockopt(option, value)
         auth = secure_server_socket(router, self.config.bind, self.config.keys_dir, self.context)
