@@ -81,9 +81,9 @@ class LinkClock:
     name = "link"
 
     def __init__(self, bpm: float = 120.0, quantum: float = 4.0) -> None:
-        aalink = _import_aalink()
         self.quantum = _checked_quantum(quantum)
         bpm = _checked_bpm(bpm)
+        aalink = _import_aalink()
         self._refresh_lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._loop = asyncio.new_event_loop()
@@ -170,6 +170,8 @@ class LinkClock:
 
     async def _disable(self) -> None:
         self._link.enabled = False
+        self._link.set_tempo_callback(_ignore)  # drop the callbacks' references to self
+        self._link.set_num_peers_callback(_ignore)
 
     def _stop_loop(self) -> None:
         if self._loop.is_running():
@@ -177,6 +179,10 @@ class LinkClock:
         self._thread.join(START_TIMEOUT_S)
         if not self._thread.is_alive() and not self._loop.is_closed():
             self._loop.close()
+
+
+def _ignore(_value: object) -> None:
+    pass
 
 
 def _checked_bpm(bpm: float) -> float:

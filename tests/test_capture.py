@@ -5,6 +5,7 @@ player's JACK cycle puts it."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import subprocess
@@ -20,7 +21,6 @@ from jack_fixtures import jack_env
 from continuo.bridge.capture import CaptureError, read_tail
 
 PROBE = Path(__file__).with_name("capture_probe.py")
-PCM16_STEP = 1 / 32768
 
 
 def signal(n: int, rate: int = 44_100, channels: int = 1) -> np.ndarray:
@@ -30,9 +30,12 @@ def signal(n: int, rate: int = 44_100, channels: int = 1) -> np.ndarray:
     return np.stack([mono * (1 - 0.3 * c) for c in range(channels)], axis=1)
 
 
-def quantized(x: np.ndarray) -> np.ndarray:
-    """x [T, C] as PCM_16 stores and reads it back, downmixed like read_tail."""
-    return np.clip(np.round(x * 32768), -32768, 32767).astype(np.float32).mean(axis=1) / 32768
+def stored(x: np.ndarray, subtype: str) -> np.ndarray:
+    """x [T, C] as a WAV of `subtype` holds it, read back whole and downmixed like read_tail."""
+    buffer = io.BytesIO()
+    sf.write(buffer, x, 44_100, subtype, format="WAV")
+    buffer.seek(0)
+    return sf.read(buffer, dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float32)
 
 
 def test_finished_wav_gives_its_last_seconds(tmp_path: Path) -> None:
@@ -44,20 +47,20 @@ def test_finished_wav_gives_its_last_seconds(tmp_path: Path) -> None:
     assert path.read_bytes().rindex(b"LIST") > path.read_bytes().index(b"data")
     pcm, rate = read_tail(path, 1.5)
     assert rate == 44_100 and pcm.dtype == np.float32
-    np.testing.assert_allclose(pcm, quantized(x)[-66_150:], atol=1e-7)
+    np.testing.assert_array_equal(pcm, stored(x, "PCM_16")[-66_150:])
 
 
 def test_wav_still_open_for_writing(tmp_path: Path) -> None:
     path = tmp_path / "recording.wav"
     x = signal(2 * 44_100)
-    f = sf.SoundFile(path, "w", 44_100, 1, "PCM_16")
+    f = sf.SoundFile(path, "w", 44_100, 1, "FLOAT")
     try:
         f.write(x[:44_100])
         f.flush()
         f.write(x[44_100:])  # on disk, the header not rewritten
         f.flush()
         pcm, _ = read_tail(path, 1.25)
-        np.testing.assert_allclose(pcm, quantized(x)[-55_125:], atol=1e-7)
+        np.testing.assert_array_equal(pcm, x[-55_125:, 0].astype(np.float32))
     finally:
         f.close()
 
@@ -77,7 +80,7 @@ def test_wav_whose_header_counts_fewer_frames(tmp_path: Path, header_frames: int
     assert sf.info(path).frames == header_frames  # what the header alone would give
     pcm, rate = read_tail(path, 2.0)
     assert rate == 44_100
-    np.testing.assert_allclose(pcm, quantized(x)[-88_200:], atol=1e-7)
+    np.testing.assert_array_equal(pcm, stored(x, "PCM_16")[-88_200:])
 
 
 def test_read_tail_errors_name_the_file_and_problem(tmp_path: Path) -> None:
@@ -128,7 +131,9 @@ def test_input_capture_on_jack_records_a_tone_on_time(jack_server: str) -> None:
     period = 256
     onset = _onset(span, expected, period)
     assert onset is not None, "the tone is not in the captured span within a period of its time"
-    assert abs(onset - expected) <= period, f"onset {onset - expected} samples off"
+    # Measured: 0 or 1 sample, also with the CPUs saturated; a latency or block mistake is a
+    # period or more.
+    assert abs(onset - expected) <= RATE // 1000, f"the onset is {onset - expected} samples off"
     player = tone(0, len(span) - onset, 0)
     np.testing.assert_array_equal(span[:onset], 0)
     np.testing.assert_allclose(span[onset:], player, atol=1e-6)
