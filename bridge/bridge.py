@@ -248,6 +248,11 @@ class Bridge:
         elif isinstance(command, osc.Param):
             client.param(track=config.track, params={command.name: command.value})
         elif isinstance(command, osc.Preset):
+            known = [p["name"] for p in client.presets()["presets"]
+                     if not p.get("notes", "").startswith("(invalid")]
+            if command.name not in known:
+                raise osc.OscError(f"/continuo/preset: unknown preset {command.name!r}; the "
+                                   f"server has {', '.join(known)}")
             state.preset = command.name
             if state.job is not None:
                 client.param(track=config.track, preset=command.name)
