@@ -272,8 +272,10 @@ class Bridge:
 
     def _set_tempo(self, bpm: float) -> None:
         self.state.tempo = bpm
-        if hasattr(self.clock, "set_bpm"):  # the bridge's own clock, or a proposal to Link
+        if isinstance(self.clock, InternalClock):
             self.clock.set_bpm(bpm, perf_counter())
+        elif self.clock.name == "link":  # a proposal to the whole Link session
+            self.clock.set_bpm(bpm)
 
     def _start(self, sender: Address | None, arrived: float, *, bars: int | None = None,
                loop: bool = False, **source: Any) -> None:
@@ -312,7 +314,7 @@ class Bridge:
 
     def _loop_input(self, start_s: float, end_s: float, sender: Address | None) -> None:
         pcm = np.asarray(self.capture.take(start_s, end_s), np.float32)
-        self._start(sender, perf_counter(), pcm=pcm, sr=self.capture.samplerate, loop=True)
+        self._start(sender, perf_counter(), pcm=pcm, sr=self.capture.rate, loop=True)
 
     def _report_playback(self) -> None:
         first, played = self.stage.poll()

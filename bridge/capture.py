@@ -15,8 +15,8 @@ JACK, `currentTime` is also read later than the cycle's start) and varies block 
 `c = adc_perf_s − frame / rate` (the time of frame 0 as that block says) is the true value plus
 a positive delay, and `take` uses the smallest c among the blocks within `WINDOW_S` of the
 span's end: the least-delayed block's, which is within tens of µs of the truth on an idle
-machine, and the window keeps the device's clock drift against perf_counter (tens of ppm; the
-JACK dummy driver's 5333 µs period is 62 ppm fast) from adding up over a long buffer.
+machine, and the window keeps the device's clock drift against perf_counter (a sound card's
+crystal is tens of ppm off: a few ms over a minute) from adding up over a long buffer.
 
 `read_tail(path, seconds)` is the other source: the last seconds of a WAV a DAW is recording,
 whose header still says fewer frames (or none) than the file holds.
@@ -24,7 +24,6 @@ whose header still says fewer frames (or none) than the file holds.
 
 from __future__ import annotations
 
-import logging
 import struct
 import sys
 from pathlib import Path
@@ -34,8 +33,6 @@ import numpy as np
 import soundfile as sf
 
 from continuo.server.errors import ContinuoError
-
-log = logging.getLogger(__name__)
 
 WINDOW_S = 2.0
 MIN_BLOCK_FRAMES = 16  # the block metadata ring holds max_s of blocks this small
@@ -68,7 +65,7 @@ class InputCapture:
         self._block_adc_s = np.zeros(n_blocks, np.float64)  # its ADC time, perf_counter s
         self._frames = 0  # frames written so far (published after the data)
         self._blocks = 0
-        self.overflows = 0  # blocks PortAudio flagged as input overflow (samples lost)
+        self.overflows = 0  # blocks flagged as input overflow (on JACK: any xrun)
         try:
             self.stream = sd.InputStream(samplerate=samplerate, channels=channels,
                                          device=device, dtype="float32",
@@ -80,11 +77,6 @@ class InputCapture:
     @property
     def max_s(self) -> float:
         return len(self._ring) / self.rate
-
-    @property
-    def latency_s(self) -> float:
-        """The input latency PortAudio reports for the stream."""
-        return float(self.stream.latency)
 
     def start(self) -> None:
         self.stream.start()

@@ -106,6 +106,10 @@ def main() -> None:
     except Exception as err:
         report["past_error"] = f"{type(err).__name__}: {err}"
     short.close()
+    try:
+        InputCapture(device="no such input", samplerate=44_100)
+    except Exception as err:
+        report["device_error"] = f"{type(err).__name__}: {err}"
     print(json.dumps(report))
 
 

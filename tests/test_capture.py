@@ -139,6 +139,8 @@ def test_input_capture_on_jack_records_a_tone_on_time(jack_server: str) -> None:
     np.testing.assert_allclose(span[onset:], player, atol=1e-6)
     assert "not in the buffer yet" in report["future_error"]
     assert "no longer in the buffer" in report["past_error"]
+    assert report["device_error"].startswith(
+        "CaptureError: cannot open audio input 'no such input' at 44100 Hz")
 
 
 def _onset(span: np.ndarray, expected: int, slack: int) -> int | None:

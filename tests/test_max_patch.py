@@ -22,7 +22,7 @@ PATCHES = Path(__file__).resolve().parents[1] / "bridge" / "patches"
 PATCH = PATCHES / "continuo.maxpat"
 OBJECTS = PATCHES / "max_objects.txt"
 SEND_PORT, REPLY_PORT = 9000, 9001  # continuo-bridge --osc-port 9000 --reply 127.0.0.1:9001
-REPLIES = ("chunk", "done", "status", "error")
+REPLIES = ("chunk", "done", "status", "error", "playing", "played", "learned")
 
 
 def max_objects() -> set[str]:
@@ -92,9 +92,24 @@ def cord_problems(patch: dict[str, Any]) -> list[str]:
     return found
 
 
+def controls(patch: dict[str, Any], sends: list[str]) -> list[tuple[list[str], bool]]:
+    """What each box wired to udpsend sends, and whether its argument count is known: a message
+    box its own words; [prepend /continuo/... ] its words then whatever reaches it (unknown)."""
+    wired = {entry["patchline"]["source"][0] for entry in patch["patcher"]["lines"]
+             if entry["patchline"]["destination"][0] in sends}
+    found = []
+    for box in boxes_of(patch):
+        if box["id"] in wired and box["maxclass"] == "message" and words(box):
+            found.append((words(box), True))
+        elif box["id"] in wired and box["maxclass"] == "newobj" and words(box)[:1] == ["prepend"]:
+            found.append((words(box)[1:], False))
+    return [(text, known) for text, known in found if text]
+
+
 def osc_problems(patch: dict[str, Any]) -> list[str]:
-    """udpsend to the bridge, udpreceive for its replies, a route for each reply, and a message
-    box wired to udpsend for every OSC address (with a fitting argument count) and parameter."""
+    """udpsend to the bridge, udpreceive for its replies, a route for each reply, and a control
+    wired to udpsend for every OSC address (with a fitting argument count), and for param and
+    learn one per parameter."""
     boxes = boxes_of(patch)
     sends = [b["id"] for b in boxes if words(b) == ["udpsend", "127.0.0.1", str(SEND_PORT)]]
     found = [] if len(sends) == 1 else [f"want one [udpsend 127.0.0.1 {SEND_PORT}]"]
@@ -103,16 +118,16 @@ def osc_problems(patch: dict[str, Any]) -> list[str]:
         found.append(f"want one [udpreceive {REPLY_PORT}]")
     routed = {w for b in boxes if words(b)[:1] == ["route"] for w in words(b)[1:]}
     found += [f"no route for {PREFIX}{r}" for r in REPLIES if PREFIX + r not in routed]
-    sent = {entry["patchline"]["source"][0] for entry in patch["patcher"]["lines"]
-            if entry["patchline"]["destination"][0] in sends}
-    messages = [words(b) for b in boxes if b["maxclass"] == "message" and b["id"] in sent]
+    sent = controls(patch, sends)
     for name, (args, optional) in SIGNATURES.items():
-        counts = [len(m) - 1 for m in messages if m[0] == PREFIX + name]
-        if not any(len(args) - optional <= n <= len(args) for n in counts):
+        if not any(m[0] == PREFIX + name and (not known or
+                                               len(args) - optional <= len(m) - 1 <= len(args))
+                   for m, known in sent):
             found.append(f"no message {PREFIX}{name} with {len(args) - optional}–{len(args)} "
                          "arguments wired to udpsend")
-    params = {m[1] for m in messages if m[0] == PREFIX + "param" and len(m) > 1}
-    found += [f"no {PREFIX}param message for {p}" for p in PARAM_NAMES if p not in params]
+    for name in ("param", "learn"):
+        params = {m[1] for m, _ in sent if m[0] == PREFIX + name and len(m) > 1}
+        found += [f"no {PREFIX}{name} message for {p}" for p in PARAM_NAMES if p not in params]
     return found
 
 
@@ -134,9 +149,13 @@ def test_the_patch_has_no_problems() -> None:
 
 
 def test_every_osc_address_has_a_control() -> None:
-    texts = {" ".join(words(b)) for b in boxes_of(load_patch()) if b["maxclass"] == "message"}
-    assert "/continuo/generate $1 $2 $3" in texts
-    assert {f"{PREFIX}{name}" for name in SIGNATURES} <= {t.split()[0] for t in texts if t}
+    """The Max side of it (tests/test_pd_patch.py checks continuo.pd the same way)."""
+    patch = load_patch()
+    sends = [b["id"] for b in boxes_of(patch) if words(b)[:1] == ["udpsend"]]
+    texts = {" ".join(text) for text, _ in controls(patch, sends)}
+    assert {"/continuo/generate $1 $2 $3", "/continuo/capture $1", "/continuo/capture $2 $1",
+            "/continuo/learn top_k"} <= texts
+    assert {f"{PREFIX}{name}" for name in SIGNATURES} == {t.split()[0] for t in texts}
 
 
 def _find(patch: dict[str, Any], first_word: str) -> dict[str, Any]:
@@ -181,6 +200,23 @@ def _param_name_missing(patch: dict[str, Any]) -> None:
     box["text"] = "/continuo/param temperature $1"
 
 
+def _no_capture_message(patch: dict[str, Any]) -> None:
+    for box in boxes_of(patch):
+        if words(box)[:1] == ["/continuo/capture"]:
+            box["text"] = "/continuo/status"
+
+
+def _capture_with_too_many_args(patch: dict[str, Any]) -> None:
+    for box in boxes_of(patch):
+        if words(box)[:1] == ["/continuo/capture"]:
+            box["text"] = "/continuo/capture $1 $2 $3"
+
+
+def _learn_name_missing(patch: dict[str, Any]) -> None:
+    box = next(b for b in boxes_of(patch) if words(b) == ["/continuo/learn", "variation"])
+    box["text"] = "/continuo/learn top_k"
+
+
 def _wrong_send_port(patch: dict[str, Any]) -> None:
     _find(patch, "udpsend")["text"] = "udpsend 127.0.0.1 9002"
 
@@ -188,6 +224,11 @@ def _wrong_send_port(patch: dict[str, Any]) -> None:
 def _no_route_for_errors(patch: dict[str, Any]) -> None:
     box = next(b for b in boxes_of(patch) if "/continuo/error" in words(b)[1:])
     box["text"] = box["text"].replace(" /continuo/error", "")
+
+
+def _no_route_for_learned(patch: dict[str, Any]) -> None:
+    box = next(b for b in boxes_of(patch) if "/continuo/learned" in words(b)[1:])
+    box["text"] = box["text"].replace(" /continuo/learned", "")
 
 
 def _box_without_rect(patch: dict[str, Any]) -> None:
@@ -207,6 +248,10 @@ def _not_a_patcher(patch: dict[str, Any]) -> None:
     (_no_stop_message, "/continuo/stop"),
     (_generate_with_too_few_args, "/continuo/generate"),
     (_param_name_missing, "top_p"),
+    (_no_capture_message, "/continuo/capture"),
+    (_capture_with_too_many_args, "/continuo/capture"),
+    (_learn_name_missing, "learn message for variation"),
+    (_no_route_for_learned, "route for /continuo/learned"),
     (_wrong_send_port, "udpsend"),
     (_no_route_for_errors, "route for /continuo/error"),
     (_box_without_rect, "patching_rect"),
@@ -221,6 +266,18 @@ def test_a_broken_patch_is_caught(breakage, expected: str) -> None:
 
 
 def test_a_new_osc_message_needs_a_control(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(SIGNATURES, "learn", (("name",), 0))  # as if osc.py grew /continuo/learn
+    monkeypatch.setitem(SIGNATURES, "mute", (("on",), 0))  # as if osc.py grew /continuo/mute
     assert problems(load_patch()) == [
-        "no message /continuo/learn with 1–1 arguments wired to udpsend"]
+        "no message /continuo/mute with 1–1 arguments wired to udpsend"]
+
+
+def test_a_prepend_wired_to_udpsend_is_a_control() -> None:
+    """[umenu] → [prepend /continuo/preset] → [udpsend] does as well as message boxes."""
+    patch = load_patch()
+    presets = [b for b in boxes_of(patch) if words(b)[:1] == ["/continuo/preset"]]
+    for box in presets:
+        box.update(maxclass="newobj", text="prepend /continuo/preset")
+    assert presets and problems(patch) == []
+    for box in presets:
+        box["text"] = "prepend set"
+    assert problems(patch) == ["no message /continuo/preset with 1–1 arguments wired to udpsend"]

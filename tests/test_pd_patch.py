@@ -1,6 +1,7 @@
 """`bridge/patches/continuo.pd` in a real, headless Pure Data: every control sends the OSC the
-bridge reads; driven by a harness patch, its generate reaches a real bridge and server, and the
-bridge's replies come back, load with [soundfiler] and play."""
+bridge reads (and every address of `osc.SIGNATURES` has one); driven by a harness patch, its
+generate reaches a real bridge and server, and the bridge's replies come back, load with
+[soundfiler] and play."""
 
 from __future__ import annotations
 
@@ -44,6 +45,29 @@ def pd_problems(lines: list[str]) -> list[str]:
             or "continuo: error" in line or "continuo-unknown" in line]
 
 
+def pd_osc_addresses(patch: str) -> set[str]:
+    """The addresses of the [oscformat ...] boxes wired straight to a [netsend] in a Pd patch
+    without subpatches (`#X connect` counts the `#X` boxes in file order)."""
+    statements = [s.split() for s in re.split(r"(?<!\\);\n", patch) if s.strip()]
+    boxes = [s for s in statements if s[0] == "#X" and s[1] != "connect"]
+    netsends = {i for i, box in enumerate(boxes) if box[1:2] == ["obj"] and box[4:5] == ["netsend"]}
+    found = set()
+    for src, dst in ((int(s[2]), int(s[4])) for s in statements if s[:2] == ["#X", "connect"]):
+        if dst in netsends and boxes[src][4:5] == ["oscformat"]:
+            path = boxes[src][5:]
+            found.add("/" + "/".join(path[2:] if path[:1] == ["-f"] else path))
+    return found
+
+
+def test_every_osc_address_has_a_control() -> None:
+    """An [oscformat continuo NAME] → [netsend] for every address the bridge reads (the Max
+    patch: tests/test_max_patch.py); without Pd, unlike the test below, which sends each."""
+    patch = (PATCHES / "continuo.pd").read_text(encoding="utf-8")
+    assert pd_osc_addresses(patch) == {osc.PREFIX + name for name in osc.SIGNATURES}
+    assert osc.PREFIX + "capture" not in pd_osc_addresses(
+        patch.replace("oscformat -f is continuo capture", "oscformat -f is continuo captur"))
+
+
 def test_every_control_sends_what_the_bridge_reads_on_the_default_ports() -> None:
     """The patch opened on its own: it sends to 9000 and listens on 9001, as documented."""
     needs_pd()
@@ -62,27 +86,41 @@ def test_every_control_sends_what_the_bridge_reads_on_the_default_ports() -> Non
         "continuo-tempo 100": osc.Tempo(100.0),
         "continuo-loop 1": osc.Loop(True),
         "continuo-status bang": osc.Status(),
+        "continuo-learn top_p": osc.Learn("top_p"),
+        "continuo-learn temperature": osc.Learn("temperature"),
+        "continuo-capture 2": osc.Capture(2),
+        "continuo-capture 8 /tmp/take\\ one.wav": osc.Capture(8, "/tmp/take one.wav"),  # Pd escape
+        "continuo-capture-go bang": osc.Capture(4),  # the capture_bars box's default
+    }
+    replies = {  # what the bridge sends back → what the patch prints
+        ("/continuo/status", ("connected", "", 100.0, 1)): "status connected  100 1",
+        ("/continuo/playing", ("job-1", 0.125, 8.0)): "playing job-1 0.125 8",
+        ("/continuo/played", ("job-1", 4, 0, 1.5, 4, 0)): "played job-1 4 0 1.5 4 0",
+        ("/continuo/learned", ("top_p", 21)): "learned top_p 21",
     }
     argv = [*PD, "-open", str(PATCHES / "continuo.pd")]
     for message in controls:
         argv += ["-send", message]
     pd = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     try:
-        got = []
+        got, addresses = [], set()
         with bridge_side:
             for _ in controls:
-                data = bridge_side.recv(65_536)
-                got += [osc.parse_message(m.message.address, list(m.message.params))
-                        for m in OscPacket(data).messages]
+                for m in OscPacket(bridge_side.recv(65_536)).messages:
+                    got.append(osc.parse_message(m.message.address, list(m.message.params)))
+                    addresses.add(m.message.address)
         assert got == list(controls.values())
+        assert addresses == {osc.PREFIX + name for name in osc.SIGNATURES}  # a control for each
         reply = SimpleUDPClient("127.0.0.1", 9001)
-        reply.send_message("/continuo/status", ["connected", "", 100.0, 1])
+        for address, args in replies:
+            reply.send_message(address, list(args))
         reply.send_message("/other/thing", [1])
         time.sleep(1.0)
     finally:
         pd.terminate()
         lines = pd.communicate(timeout=10)[1].splitlines()
-    assert "continuo: status connected  100 1" in lines, lines
+    assert [f"continuo: {text}" for text in replies.values()] == [
+        line for line in lines if line.startswith("continuo: ")], lines
     assert "continuo-unknown: other thing 1" in lines, lines
     assert pd_problems(lines) == ["continuo-unknown: other thing 1"], lines
 

@@ -49,7 +49,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 0,
-					"patching_rect": [ 20.0, 560.0, 166.0, 22.0 ],
+					"patching_rect": [ 20.0, 898.0, 166.0, 22.0 ],
 					"text": "udpsend 127.0.0.1 9000"
 				}
 			},
@@ -59,7 +59,7 @@
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
-					"patching_rect": [ 180.0, 560.0, 420.0, 20.0 ],
+					"patching_rect": [ 195.0, 898.0, 420.0, 20.0 ],
 					"text": "every message to the bridge goes out here (OSC over UDP to port 9000)"
 				}
 			},
@@ -860,8 +860,8 @@
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
-					"patching_rect": [ 20.0, 600.0, 1060.0, 48.0 ],
-					"text": "6 · PLAYER  each /continuo/chunk WAV goes into one of four buffers (chunk index mod 4) and starts at its place in the music: (bar × quarters per bar + beat) × 60000 / tempo ms after chunk 0 arrived, plus a latency. The server sends chunks up to 1 s early, so a chunk that played on arrival would cut the one before.",
+					"patching_rect": [ 20.0, 940.0, 1060.0, 48.0 ],
+					"text": "8 · PLAYER  each /continuo/chunk WAV goes into one of four buffers (chunk index mod 4) and starts at its place in the music: (bar × quarters per bar + beat) × 60000 / tempo ms after chunk 0 arrived, plus a latency. The server sends chunks up to 1 s early, so a chunk that played on arrival would cut the one before.",
 					"linecount": 3,
 					"fontface": 1
 				}
@@ -872,7 +872,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 4,
-					"patching_rect": [ 20.0, 660.0, 110.0, 22.0 ],
+					"patching_rect": [ 20.0, 1000.0, 110.0, 22.0 ],
 					"outlettype": [ "", "int", "float", "int" ],
 					"text": "unpack s i f i"
 				}
@@ -883,7 +883,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 300.0, 690.0, 47.0, 22.0 ],
+					"patching_rect": [ 300.0, 1030.0, 47.0, 22.0 ],
 					"outlettype": [ "int", "int" ],
 					"text": "t i i"
 				}
@@ -894,7 +894,7 @@
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
-					"patching_rect": [ 360.0, 720.0, 47.0, 22.0 ],
+					"patching_rect": [ 360.0, 1060.0, 47.0, 22.0 ],
 					"outlettype": [ "bang", "" ],
 					"text": "sel 0"
 				}
@@ -905,7 +905,7 @@
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
-					"patching_rect": [ 360.0, 780.0, 47.0, 22.0 ],
+					"patching_rect": [ 360.0, 1120.0, 47.0, 22.0 ],
 					"outlettype": [ "float", "" ],
 					"text": "timer"
 				}
@@ -916,7 +916,7 @@
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 300.0, 720.0, 33.0, 22.0 ],
+					"patching_rect": [ 300.0, 1060.0, 33.0, 22.0 ],
 					"outlettype": [ "int" ],
 					"text": "% 4"
 				}
@@ -927,7 +927,7 @@
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 300.0, 870.0, 30.0, 22.0 ],
+					"patching_rect": [ 300.0, 1210.0, 30.0, 22.0 ],
 					"outlettype": [ "int" ],
 					"text": "i"
 				}
@@ -938,7 +938,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 20.0, 690.0, 47.0, 22.0 ],
+					"patching_rect": [ 20.0, 1030.0, 47.0, 22.0 ],
 					"outlettype": [ "bang", "" ],
 					"text": "t b s"
 				}
@@ -949,7 +949,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 20.0, 720.0, 47.0, 22.0 ],
+					"patching_rect": [ 20.0, 1060.0, 47.0, 22.0 ],
 					"outlettype": [ "bang", "bang" ],
 					"text": "t b b"
 				}
@@ -960,7 +960,7 @@
 					"maxclass": "newobj",
 					"numinlets": 6,
 					"numoutlets": 1,
-					"patching_rect": [ 20.0, 810.0, 330.0, 22.0 ],
+					"patching_rect": [ 20.0, 1150.0, 330.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "expr ($i2 * $f5 + $f3) * 60000. / $f4 + $f6 - $f1"
 				}
@@ -971,7 +971,7 @@
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
-					"patching_rect": [ 20.0, 840.0, 82.0, 22.0 ],
+					"patching_rect": [ 20.0, 1180.0, 82.0, 22.0 ],
 					"outlettype": [ "float", "int" ],
 					"text": "maximum 0."
 				}
@@ -982,7 +982,7 @@
 					"maxclass": "newobj",
 					"numinlets": 3,
 					"numoutlets": 1,
-					"patching_rect": [ 20.0, 900.0, 89.0, 22.0 ],
+					"patching_rect": [ 20.0, 1240.0, 89.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "pack 0 0. s"
 				}
@@ -993,7 +993,7 @@
 					"maxclass": "newobj",
 					"numinlets": 5,
 					"numoutlets": 5,
-					"patching_rect": [ 20.0, 930.0, 420.0, 22.0 ],
+					"patching_rect": [ 20.0, 1270.0, 420.0, 22.0 ],
 					"outlettype": [ "", "", "", "", "" ],
 					"text": "route 0 1 2 3"
 				}
@@ -1004,7 +1004,7 @@
 					"maxclass": "newobj",
 					"numinlets": 0,
 					"numoutlets": 1,
-					"patching_rect": [ 860.0, 684.0, 166.0, 22.0 ],
+					"patching_rect": [ 860.0, 1024.0, 166.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "r continuo-player-stop"
 				}
@@ -1015,7 +1015,7 @@
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
-					"patching_rect": [ 860.0, 660.0, 340.0, 20.0 ],
+					"patching_rect": [ 860.0, 1000.0, 340.0, 20.0 ],
 					"text": "Stop (section 2) cancels what is scheduled and what plays"
 				}
 			},
@@ -1025,7 +1025,7 @@
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 860.0, 714.0, 42.0, 22.0 ],
+					"patching_rect": [ 860.0, 1054.0, 42.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "stop"
 				}
@@ -1036,7 +1036,7 @@
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
-					"patching_rect": [ 460.0, 660.0, 260.0, 20.0 ],
+					"patching_rect": [ 460.0, 1000.0, 260.0, 20.0 ],
 					"text": "quarters per bar (4/4: 4, 3/4: 3, 6/8: 3)"
 				}
 			},
@@ -1046,7 +1046,7 @@
 					"maxclass": "flonum",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 460.0, 684.0, 60.0, 22.0 ],
+					"patching_rect": [ 460.0, 1024.0, 60.0, 22.0 ],
 					"outlettype": [ "", "bang" ],
 					"format": 6,
 					"minimum": 1.0,
@@ -1060,7 +1060,7 @@
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
-					"patching_rect": [ 740.0, 660.0, 90.0, 20.0 ],
+					"patching_rect": [ 740.0, 1000.0, 90.0, 20.0 ],
 					"text": "latency ms"
 				}
 			},
@@ -1070,7 +1070,7 @@
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 740.0, 684.0, 60.0, 22.0 ],
+					"patching_rect": [ 740.0, 1024.0, 60.0, 22.0 ],
 					"outlettype": [ "", "bang" ],
 					"minimum": 0,
 					"maximum": 5000,
@@ -1083,7 +1083,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
-					"patching_rect": [ 460.0, 714.0, 80.0, 22.0 ],
+					"patching_rect": [ 460.0, 1054.0, 80.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "loadmess 4."
 				}
@@ -1094,7 +1094,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
-					"patching_rect": [ 740.0, 714.0, 90.0, 22.0 ],
+					"patching_rect": [ 740.0, 1054.0, 90.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "loadmess 100"
 				}
@@ -1105,7 +1105,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
-					"patching_rect": [ 560.0, 714.0, 90.0, 22.0 ],
+					"patching_rect": [ 560.0, 1054.0, 90.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "loadmess 120."
 				}
@@ -1116,7 +1116,7 @@
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 20.0, 1130.0, 54.0, 22.0 ],
+					"patching_rect": [ 20.0, 1470.0, 54.0, 22.0 ],
 					"outlettype": [ "signal" ],
 					"text": "*~ 0.8"
 				}
@@ -1127,7 +1127,7 @@
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
-					"patching_rect": [ 120.0, 1110.0, 60.0, 20.0 ],
+					"patching_rect": [ 120.0, 1450.0, 60.0, 20.0 ],
 					"text": "volume"
 				}
 			},
@@ -1137,7 +1137,7 @@
 					"maxclass": "flonum",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 120.0, 1130.0, 60.0, 22.0 ],
+					"patching_rect": [ 120.0, 1470.0, 60.0, 22.0 ],
 					"outlettype": [ "", "bang" ],
 					"format": 6,
 					"minimum": 0.0,
@@ -1151,7 +1151,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
-					"patching_rect": [ 190.0, 1130.0, 90.0, 22.0 ],
+					"patching_rect": [ 190.0, 1470.0, 90.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "loadmess set 0.8"
 				}
@@ -1162,7 +1162,7 @@
 					"maxclass": "ezdac~",
 					"numinlets": 2,
 					"numoutlets": 0,
-					"patching_rect": [ 20.0, 1170.0, 45.0, 45.0 ]
+					"patching_rect": [ 20.0, 1510.0, 45.0, 45.0 ]
 				}
 			},
 			{
@@ -1171,7 +1171,7 @@
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
-					"patching_rect": [ 72.0, 1185.0, 100.0, 20.0 ],
+					"patching_rect": [ 72.0, 1525.0, 100.0, 20.0 ],
 					"text": "audio on/off"
 				}
 			},
@@ -1181,7 +1181,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 20.0, 970.0, 89.0, 22.0 ],
+					"patching_rect": [ 20.0, 1310.0, 89.0, 22.0 ],
 					"outlettype": [ "float", "" ],
 					"text": "unpack 0. s"
 				}
@@ -1192,7 +1192,7 @@
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 80.0, 1000.0, 84.0, 22.0 ],
+					"patching_rect": [ 80.0, 1340.0, 84.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "replace $1"
 				}
@@ -1203,7 +1203,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 60.0, 1030.0, 138.0, 22.0 ],
+					"patching_rect": [ 60.0, 1370.0, 138.0, 22.0 ],
 					"outlettype": [ "float", "bang" ],
 					"text": "buffer~ continuo-a"
 				}
@@ -1214,7 +1214,7 @@
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 20.0, 1000.0, 47.0, 22.0 ],
+					"patching_rect": [ 20.0, 1340.0, 47.0, 22.0 ],
 					"outlettype": [ "bang" ],
 					"text": "delay"
 				}
@@ -1225,7 +1225,7 @@
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 20.0, 1060.0, 63.0, 22.0 ],
+					"patching_rect": [ 20.0, 1400.0, 63.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "start 0"
 				}
@@ -1236,7 +1236,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 20.0, 1090.0, 124.0, 22.0 ],
+					"patching_rect": [ 20.0, 1430.0, 124.0, 22.0 ],
 					"outlettype": [ "signal", "bang" ],
 					"text": "play~ continuo-a"
 				}
@@ -1247,7 +1247,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 170.0, 970.0, 89.0, 22.0 ],
+					"patching_rect": [ 170.0, 1310.0, 89.0, 22.0 ],
 					"outlettype": [ "float", "" ],
 					"text": "unpack 0. s"
 				}
@@ -1258,7 +1258,7 @@
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 230.0, 1000.0, 84.0, 22.0 ],
+					"patching_rect": [ 230.0, 1340.0, 84.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "replace $1"
 				}
@@ -1269,7 +1269,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 210.0, 1030.0, 138.0, 22.0 ],
+					"patching_rect": [ 210.0, 1370.0, 138.0, 22.0 ],
 					"outlettype": [ "float", "bang" ],
 					"text": "buffer~ continuo-b"
 				}
@@ -1280,7 +1280,7 @@
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 170.0, 1000.0, 47.0, 22.0 ],
+					"patching_rect": [ 170.0, 1340.0, 47.0, 22.0 ],
 					"outlettype": [ "bang" ],
 					"text": "delay"
 				}
@@ -1291,7 +1291,7 @@
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 170.0, 1060.0, 63.0, 22.0 ],
+					"patching_rect": [ 170.0, 1400.0, 63.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "start 0"
 				}
@@ -1302,7 +1302,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 170.0, 1090.0, 124.0, 22.0 ],
+					"patching_rect": [ 170.0, 1430.0, 124.0, 22.0 ],
 					"outlettype": [ "signal", "bang" ],
 					"text": "play~ continuo-b"
 				}
@@ -1313,7 +1313,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 320.0, 970.0, 89.0, 22.0 ],
+					"patching_rect": [ 320.0, 1310.0, 89.0, 22.0 ],
 					"outlettype": [ "float", "" ],
 					"text": "unpack 0. s"
 				}
@@ -1324,7 +1324,7 @@
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 380.0, 1000.0, 84.0, 22.0 ],
+					"patching_rect": [ 380.0, 1340.0, 84.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "replace $1"
 				}
@@ -1335,7 +1335,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 360.0, 1030.0, 138.0, 22.0 ],
+					"patching_rect": [ 360.0, 1370.0, 138.0, 22.0 ],
 					"outlettype": [ "float", "bang" ],
 					"text": "buffer~ continuo-c"
 				}
@@ -1346,7 +1346,7 @@
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 320.0, 1000.0, 47.0, 22.0 ],
+					"patching_rect": [ 320.0, 1340.0, 47.0, 22.0 ],
 					"outlettype": [ "bang" ],
 					"text": "delay"
 				}
@@ -1357,7 +1357,7 @@
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 320.0, 1060.0, 63.0, 22.0 ],
+					"patching_rect": [ 320.0, 1400.0, 63.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "start 0"
 				}
@@ -1368,7 +1368,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 320.0, 1090.0, 124.0, 22.0 ],
+					"patching_rect": [ 320.0, 1430.0, 124.0, 22.0 ],
 					"outlettype": [ "signal", "bang" ],
 					"text": "play~ continuo-c"
 				}
@@ -1379,7 +1379,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 470.0, 970.0, 89.0, 22.0 ],
+					"patching_rect": [ 470.0, 1310.0, 89.0, 22.0 ],
 					"outlettype": [ "float", "" ],
 					"text": "unpack 0. s"
 				}
@@ -1390,7 +1390,7 @@
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 530.0, 1000.0, 84.0, 22.0 ],
+					"patching_rect": [ 530.0, 1340.0, 84.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "replace $1"
 				}
@@ -1401,7 +1401,7 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 510.0, 1030.0, 138.0, 22.0 ],
+					"patching_rect": [ 510.0, 1370.0, 138.0, 22.0 ],
 					"outlettype": [ "float", "bang" ],
 					"text": "buffer~ continuo-d"
 				}
@@ -1412,7 +1412,7 @@
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 470.0, 1000.0, 47.0, 22.0 ],
+					"patching_rect": [ 470.0, 1340.0, 47.0, 22.0 ],
 					"outlettype": [ "bang" ],
 					"text": "delay"
 				}
@@ -1423,7 +1423,7 @@
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
-					"patching_rect": [ 470.0, 1060.0, 63.0, 22.0 ],
+					"patching_rect": [ 470.0, 1400.0, 63.0, 22.0 ],
 					"outlettype": [ "" ],
 					"text": "start 0"
 				}
@@ -1434,9 +1434,361 @@
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
-					"patching_rect": [ 470.0, 1090.0, 124.0, 22.0 ],
+					"patching_rect": [ 470.0, 1430.0, 124.0, 22.0 ],
 					"outlettype": [ "signal", "bang" ],
 					"text": "play~ continuo-d"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-130",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [ 20.0, 560.0, 580.0, 34.0 ],
+					"text": "6 · MIDI LEARN  click a parameter, then move a knob or fader on the bridge's MIDI port (continuo-bridge --midi): that CC controls it from then on",
+					"linecount": 2,
+					"fontface": 1
+				}
+			},
+			{
+				"box": {
+					"id": "obj-131",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 20.0, 600.0, 202.0, 22.0 ],
+					"text": "/continuo/learn temperature"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-132",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 240.0, 600.0, 157.0, 22.0 ],
+					"text": "/continuo/learn top_k"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-133",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 20.0, 630.0, 157.0, 22.0 ],
+					"text": "/continuo/learn top_p"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-134",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 240.0, 630.0, 187.0, 22.0 ],
+					"text": "/continuo/learn variation"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-135",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [ 20.0, 668.0, 580.0, 34.0 ],
+					"text": "7 · LIVE LOOP  continue the last bars of the bridge's audio input (continuo-bridge --input) or of the WAV file your DAW is writing, in loop mode until Stop",
+					"linecount": 2,
+					"fontface": 1
+				}
+			},
+			{
+				"box": {
+					"id": "obj-136",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [ 20.0, 708.0, 40.0, 20.0 ],
+					"text": "bars"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-137",
+					"maxclass": "number",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [ "", "bang" ],
+					"patching_rect": [ 60.0, 708.0, 50.0, 22.0 ],
+					"minimum": 1,
+					"maximum": 64,
+					"parameter_enable": 0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-138",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 120.0, 708.0, 80.0, 22.0 ],
+					"text": "loadmess set 4"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-139",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [ 210.0, 708.0, 380.0, 20.0 ],
+					"text": "(1–64) the input, or the file typed below (Enter captures)"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-140",
+					"maxclass": "button",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [ "bang" ],
+					"patching_rect": [ 20.0, 738.0, 24.0, 24.0 ],
+					"parameter_enable": 0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-141",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [ 46.0, 740.0, 100.0, 20.0 ],
+					"text": "Capture input"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-142",
+					"maxclass": "textedit",
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [ "", "int", "", "" ],
+					"patching_rect": [ 200.0, 738.0, 260.0, 22.0 ],
+					"text": "/path/of/the/daw/take.wav",
+					"keymode": 1,
+					"lines": 1,
+					"parameter_enable": 0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-143",
+					"maxclass": "button",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [ "bang" ],
+					"patching_rect": [ 470.0, 738.0, 24.0, 24.0 ],
+					"parameter_enable": 0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-144",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [ 496.0, 740.0, 90.0, 20.0 ],
+					"text": "Capture file"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-145",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "int" ],
+					"patching_rect": [ 20.0, 768.0, 30.0, 22.0 ],
+					"text": "i"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-146",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 20.0, 798.0, 150.0, 22.0 ],
+					"text": "/continuo/capture $1"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-147",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [ "", "" ],
+					"patching_rect": [ 200.0, 768.0, 82.0, 22.0 ],
+					"text": "route text"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-148",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 200.0, 798.0, 68.0, 22.0 ],
+					"text": "tosymbol"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-149",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 200.0, 828.0, 75.0, 22.0 ],
+					"text": "pack s 4"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-150",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [ 285.0, 828.0, 300.0, 20.0 ],
+					"text": "pack s i: the file, then the bars (initial 4)"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-151",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 200.0, 858.0, 170.0, 22.0 ],
+					"text": "/continuo/capture $2 $1"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-152",
+					"maxclass": "newobj",
+					"numinlets": 4,
+					"numoutlets": 4,
+					"outlettype": [ "", "", "", "" ],
+					"patching_rect": [ 620.0, 560.0, 410.0, 22.0 ],
+					"text": "route /continuo/playing /continuo/played /continuo/learned"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-153",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 620.0, 590.0, 89.0, 22.0 ],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-154",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 720.0, 590.0, 300.0, 22.0 ],
+					"text": ""
+				}
+			},
+			{
+				"box": {
+					"id": "obj-155",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [ 1030.0, 590.0, 290.0, 20.0 ],
+					"text": "playing: job trigger_to_sound_s clock_beat"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-156",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 620.0, 620.0, 89.0, 22.0 ],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-157",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 720.0, 620.0, 300.0, 22.0 ],
+					"text": ""
+				}
+			},
+			{
+				"box": {
+					"id": "obj-158",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [ 1030.0, 620.0, 290.0, 34.0 ],
+					"text": "played: job chunks late_samples max_start_error_ms timed_chunks underflows",
+					"linecount": 2
+				}
+			},
+			{
+				"box": {
+					"id": "obj-159",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 620.0, 664.0, 89.0, 22.0 ],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-160",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [ "" ],
+					"patching_rect": [ 720.0, 664.0, 300.0, 22.0 ],
+					"text": ""
+				}
+			},
+			{
+				"box": {
+					"id": "obj-161",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [ 1030.0, 664.0, 290.0, 20.0 ],
+					"text": "learned: param cc"
 				}
 			}
 		],
@@ -2117,6 +2469,144 @@
 				"patchline": {
 					"source": [ "obj-92", 0 ],
 					"destination": [ "obj-129", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-131", 0 ],
+					"destination": [ "obj-3", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-132", 0 ],
+					"destination": [ "obj-3", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-133", 0 ],
+					"destination": [ "obj-3", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-134", 0 ],
+					"destination": [ "obj-3", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-138", 0 ],
+					"destination": [ "obj-137", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-137", 0 ],
+					"destination": [ "obj-145", 1 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-137", 0 ],
+					"destination": [ "obj-149", 1 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-140", 0 ],
+					"destination": [ "obj-145", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-145", 0 ],
+					"destination": [ "obj-146", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-146", 0 ],
+					"destination": [ "obj-3", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-143", 0 ],
+					"destination": [ "obj-142", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-142", 0 ],
+					"destination": [ "obj-147", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-147", 0 ],
+					"destination": [ "obj-148", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-148", 0 ],
+					"destination": [ "obj-149", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-149", 0 ],
+					"destination": [ "obj-151", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-151", 0 ],
+					"destination": [ "obj-3", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-64", 4 ],
+					"destination": [ "obj-152", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-152", 0 ],
+					"destination": [ "obj-153", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-153", 0 ],
+					"destination": [ "obj-154", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-152", 1 ],
+					"destination": [ "obj-156", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-156", 0 ],
+					"destination": [ "obj-157", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-152", 2 ],
+					"destination": [ "obj-159", 0 ]
+				}
+			},
+			{
+				"patchline": {
+					"source": [ "obj-159", 0 ],
+					"destination": [ "obj-160", 0 ]
 				}
 			}
 		]
