@@ -12,8 +12,11 @@ bytes and its delta time. On that thread, and without waiting on anything the br
 Times are on `time.perf_counter()`'s clock. They come from rtmidi's delta times (stamped by the
 MIDI API: with JACK, the start of the period that delivered the event) summed and placed on
 perf_counter by the smallest arrival lag seen, so a callback that waited for the GIL does not
-move its tick: measured with MIDI clock at 100 BPM under load, the tempo fitted from these times
-erred at most 0.064 BPM against 0.108 for times taken on arrival.
+move its tick. MIDI clock at 100 BPM over JACK (256-frame periods), 8 runs on a loaded 2-core
+machine: the fitted tempo erred by 0.009 BPM on average, 0.020 at most, against 0.023 and 0.055
+with times taken on arrival; with a CPU-bound Python thread in the bridge's process, 0.20/0.56
+against 0.32/0.94 (the in-process test sender wandering too). The beat lags the sender's by
+about one JACK period (4-6 ms).
 """
 
 from __future__ import annotations

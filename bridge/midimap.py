@@ -145,8 +145,11 @@ def _problem(error: Any) -> str:
     return f"{key}: {error['msg'].removeprefix('Value error, ')}"
 
 
-def load_map(path: str | Path) -> MidiMap:
-    """The map in a TOML file; a missing file is an empty map, a broken one a ConfigError."""
+def load_map(path: str | Path | None) -> MidiMap:
+    """The map in a TOML file; no path or a missing file is an empty map, a broken one a
+    ConfigError."""
+    if path is None:
+        return MidiMap()
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
