@@ -114,6 +114,7 @@ class BridgeState:
     connected: bool = False
     reply_to: dict[str, Address] = field(default_factory=dict)  # job → who asked for it
     learning: str | None = None  # the parameter the next CC moved will control
+    params: dict[str, float] = field(default_factory=dict)  # live parameters, for every job
     capture: tuple[float, float, Address | None, float] | None = None  # (from, to, who, when)
 
 
@@ -201,26 +202,53 @@ class Bridge:
             self._reply(sender, "/continuo/error", [str(err)])
 
     def _pump_midi(self) -> None:
+        """Queued MIDI: learn, or act through the map. Knob moves are merged: one `param`
+        request per pump with each parameter's latest value (a knob turn sends dozens)."""
         if self.midi is None:
             return
-        from continuo.bridge.midimap import learn, save_map
-
         sender = self.config.reply or self._last_sender
+        knobs: dict[str, float] = {}
         while True:
             try:
                 message, arrived = self.midi.messages.get_nowait()
             except queue.Empty:
-                return
+                break
             if self.state.learning and message.type == "control_change":
-                param, channel = self.state.learning, message.channel + 1
-                self.midi_map = learn(self.midi_map, param, message.control, channel)
-                self.state.learning = None
-                if self.config.midi_map is not None:
-                    save_map(self.midi_map, self.config.midi_map)
-                self._reply(sender, "/continuo/learned", [param, int(message.control)])
+                self._guarded(sender, arrived, self._learn, message, sender)
                 continue
+            try:
+                command = self._midi_command(message)
+            except ContinuoError as err:
+                self._reply(sender, "/continuo/error", [str(err)])
+                continue
+            if isinstance(command, osc.Param):
+                knobs[command.name] = command.value
+            elif command is not None:
+                self._guarded(sender, arrived, _given, command)
+        if knobs:
+            self._guarded(sender, perf_counter(), self._set_params, knobs, sender)
 
-            self._guarded(sender, arrived, self._midi_command, message)
+    def _learn(self, message: Any, sender: Address | None) -> None:
+        from continuo.bridge.midimap import learn, save_map
+
+        param = self.state.learning
+        self.midi_map = learn(self.midi_map, param, message.control, message.channel + 1)
+        self.state.learning = None
+        if self.config.midi_map is not None:
+            save_map(self.midi_map, self.config.midi_map)
+        self._reply(sender, "/continuo/learned", [param, int(message.control)])
+
+    def _set_params(self, params: dict[str, float], sender: Address | None) -> None:
+        """Live parameters: the running job's from its next chunk, and every later job's.
+        Each is confirmed with /continuo/param s:name f:value i:from_chunk (-1: no job runs,
+        the next one starts with it)."""
+        self.state.params.update(params)
+        from_chunk = -1
+        if self.state.job is not None:
+            from_chunk = int(self.client.param(track=self.config.track,
+                                               params=params)["from_chunk"])
+        for name, value in params.items():
+            self._reply(sender, "/continuo/param", [name, float(value), from_chunk])
 
     def _midi_command(self, message: Any) -> osc.Command | None:
         from continuo.bridge.midimap import command_for
@@ -246,7 +274,7 @@ class Bridge:
             if self.stage is not None:
                 self.stage.stop()
         elif isinstance(command, osc.Param):
-            client.param(track=config.track, params={command.name: command.value})
+            self._set_params({command.name: command.value}, sender)
         elif isinstance(command, osc.Preset):
             known = [p["name"] for p in client.presets()["presets"]
                      if not p.get("notes", "").startswith("(invalid")]
@@ -283,7 +311,8 @@ class Bridge:
         config = self.config
         accepted = self.client.generate(tempo=self.state.tempo, bars=bars, meter=config.meter,
                                         chunk_beats=config.chunk_beats, loop=loop,
-                                        track=config.track, **source)
+                                        track=config.track, params=self.state.params or None,
+                                        **source)
         job = self.state.job = accepted["job"]
         self.state.reply_to[job] = sender
         if self.stage is not None:
@@ -391,7 +420,8 @@ class Bridge:
     def _status(self, sender: Address | None, state: str | None = None) -> None:
         s = self.state
         word = state or ("connected" if s.connected else "reconnecting")
-        self._reply(sender, "/continuo/status", [word, s.job or "", float(s.tempo), int(s.loop)])
+        self._reply(sender, "/continuo/status", [word, s.job or "", float(self._tempo()),
+                                                 int(s.loop)])
 
     def _reply(self, sender: Address | None, address: str, args: list[Any]) -> None:
         target = self.config.reply or sender
@@ -404,3 +434,7 @@ class Bridge:
             client.send_message(address, args)
         except OSError as err:
             log.warning("could not reply %s to %s: %s", address, target, err)
+
+
+def _given(command: osc.Command) -> osc.Command:
+    return command

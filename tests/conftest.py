@@ -19,3 +19,4 @@ def _seed() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
 from jack_fixtures import jack_server  # noqa: E402,F401 (a fixture for every test module)
+from midi_fixtures import jack_midi  # noqa: E402,F401 (a fixture for every test module)

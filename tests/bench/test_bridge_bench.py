@@ -1,0 +1,164 @@
+"""Benchmark: trigger-to-sound through the bridge under load (issue 7; `make bench`, ~4 min).
+
+A real `continuo serve` (preset realtime, the default model in models/piano, --threads 1, its
+default pacing) while a second process keeps one of the 2 cores busy (a Python busy loop), and a
+real `continuo-bridge` on a private JACK server (dummy driver, 48 kHz, 256-frame periods) with
+--quantize none (a job starts `--lead-ms`, 60 ms, after its first chunk arrives) at 120 BPM in
+4/4. Two passes, --chunk-beats 1 and 1/4 (the first chunk then needs less audio). In each, a
+performer presses the pad 50 times: `/continuo/generate clip.flac 120 2`, waits for
+`/continuo/playing`, waits a random 0.3–1.0 s while the job plays on, and presses again (the new
+job preempts the playing one). One press before the 50 warms the bridge up; it is printed, not
+counted. Measured:
+
+- trigger→sound: what the bridge reports in `/continuo/playing`, from the OSC datagram's arrival
+  to the first sample at the DAC (PortAudio's outputBufferDacTime on the monotonic clock);
+- from the sender's side: send → `/continuo/chunk` of chunk 0 received (the first chunk reached
+  the bridge, was scheduled and written) and send → `/continuo/playing` received. The bridge
+  sends `/continuo/playing` once the callback has mixed the first sample, which is up to the
+  device's output latency *before* it reaches the DAC, so the sender's figure may be shorter;
+- `/continuo/error` replies (none expected) and, from `/continuo/played`, the device's
+  underflows and the samples that came late.
+
+Baseline, same run and load, just before each pass: the same request (clip, tempo, bars, chunk
+beats, track) from a plain `continuo.bridge.client.Client`, generate → first chunk received, 20
+times (after one warm-up) with the same preemption pattern. The ratio trigger→sound ÷ baseline
+and the median difference (the part that is the bridge and the device) are printed per pass,
+with PortAudio's output latency on the JACK device for latency 'low' (the bridge's default) and
+'high'.
+
+Target (issue 7): median and 95th percentile of trigger→sound ≤ one beat at 120 BPM (0.5 s),
+generation included, asserted for the better of the two chunk lengths; the table says which
+passes met it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bridge_bench_tools import (
+    TEMPO,
+    TimedReplies,
+    Trigger,
+    client_first_chunks,
+    device_latency_s,
+    perform,
+    summary,
+)
+from bridge_fixtures import BridgeProcess
+from jack_fixtures import jack_env
+from server_bench_tools import Served, busy_core, serve_process
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIP_ROOT = ROOT / "models" / "piano"
+CHUNK_BEATS = (1.0, 0.25)
+TRIGGERS, BASELINE_TRIGGERS = 50, 20
+TARGET_S = 60.0 / TEMPO  # one beat at 120 BPM
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One chunk length: the client baseline and the presses through the bridge (after their
+    warm-ups), with the warm-up press and the `/continuo/played` reports."""
+
+    chunk_beats: float
+    baseline_s: list[float]
+    warmup: Trigger
+    triggers: list[Trigger]
+    played: list[list[Any]]
+
+    @property
+    def sound_s(self) -> list[float]:
+        return [t.reported_s for t in self.triggers]
+
+    @property
+    def met(self) -> bool:
+        _, p95, _ = summary(self.sound_s)
+        return statistics.median(self.sound_s) <= TARGET_S and p95 <= TARGET_S
+
+
+def _one_pass(served: Served, jack: str, folder: Path, chunk_beats: float, seed: int) -> Pass:
+    rng = random.Random(seed)
+    baseline = client_first_chunks(served.endpoint, chunk_beats, 1 + BASELINE_TRIGGERS, rng)[1:]
+    replies = TimedReplies()
+    bridge = BridgeProcess(served.endpoint, replies.port, folder, "--quantize", "none",
+                           "--chunk-beats", f"{chunk_beats:g}", "--tempo", f"{TEMPO:g}",
+                           env=jack_env(jack))
+    try:
+        replies.wait_for("/continuo/status", timeout_s=30)
+        mark = len(replies.log)
+        presses = perform(bridge, replies, 1 + TRIGGERS, rng)
+        played = [args for _, args in replies.since(mark, "/continuo/played")]
+    finally:
+        code = bridge.close()
+        replies.close()
+    assert code == 0, bridge.log.read_text()
+    return Pass(chunk_beats, baseline, presses[0], presses[1:], played)
+
+
+def _ms(values: list[float]) -> str:
+    return " ".join(f"{v * 1000:5.0f}" for v in summary(values))
+
+
+def _row(p: Pass) -> str:
+    sound, base = p.sound_s, p.baseline_s
+    (s_med, s_p95, _), (b_med, b_p95, _) = summary(sound), summary(base)
+    sender = [t.playing_s for t in p.triggers]
+    chunk0 = [t.chunk0_s for t in p.triggers]
+    after0 = [t.reported_s - t.chunk0_s for t in p.triggers]
+    underflows = sum(int(a[5]) for a in p.played)
+    late = sum(int(a[2]) for a in p.played)
+    return (f"{p.chunk_beats:>5g} | {_ms(sound)} | {_ms(base)} | {s_med / b_med:4.2f} "
+            f"{s_p95 / b_p95:4.2f} | {(s_med - b_med) * 1000:5.0f} | "
+            f"{statistics.median(chunk0) * 1000:5.0f} {statistics.median(after0) * 1000:5.0f} "
+            f"{statistics.median(sender) * 1000:5.0f} | {p.warmup.reported_s * 1000:5.0f} | "
+            f"{len(p.played):3} {underflows:3} {late:6} | {'met' if p.met else 'NOT met'}")
+
+
+def _table(passes: list[Pass]) -> str:
+    head = ("beats | trigger→sound ms  | client 1st chunk  | ratio     | brdg+ | sender side ms "
+            "   | warm  | played          | target\n"
+            "      |  med   p95   max |  med   p95   max | med  p95  | dev ms| chunk0 +snd  "
+            "plyng | up ms | n  xrun late smp | ≤ 1 beat")
+    return "\n".join([head, *(_row(p) for p in passes)])
+
+
+def _sender_note(passes: list[Pass]) -> str:
+    lines = []
+    for p in passes:
+        diff = [t.playing_s - t.reported_s for t in p.triggers]
+        lines.append(f"{p.chunk_beats:g}-beat chunks: sender's send→/continuo/playing minus the "
+                     f"bridge's trigger→sound: median {statistics.median(diff) * 1000:+.1f} ms, "
+                     f"range {min(diff) * 1000:+.1f}..{max(diff) * 1000:+.1f} ms")
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(900)
+def test_trigger_to_sound_through_the_bridge(tmp_path: Path, jack_server: str) -> None:
+    load = f"load average before: {os.getloadavg()}"
+    latency = device_latency_s(jack_env(jack_server))
+    with busy_core(), serve_process(tmp_path / "server", CLIP_ROOT, 1) as served:
+        passes = [_one_pass(served, jack_server, tmp_path / f"bridge-{beats:g}", beats, seed=i)
+                  for i, beats in enumerate(CHUNK_BEATS)]
+    print(f"\n\nbridge trigger→sound, {TRIGGERS} presses per pass (client baseline "
+          f"{BASELINE_TRIGGERS}), 120 BPM 4/4, 2 bars each, a new press every 0.3–1.0 s "
+          f"(preempting); --quantize none, --lead-ms 60, --latency low; JACK dummy 48 kHz / "
+          f"256 frames; server preset realtime, 1 thread, one core kept busy; {load}, after: "
+          f"{os.getloadavg()}")
+    print(f"PortAudio output latency on the JACK device: low {latency['low'] * 1000:.1f} ms, "
+          f"high {latency['high'] * 1000:.1f} ms")
+    print(_table(passes))
+    print(_sender_note(passes))
+    for p in passes:
+        jobs = [t.job for t in [p.warmup, *p.triggers]]
+        assert len(set(jobs)) == len(jobs), "a /continuo/playing came twice for one job"
+        assert all(0 < t.reported_s < 10 for t in p.triggers), p.sound_s
+    met = [f"{p.chunk_beats:g}" for p in passes if p.met]
+    print(f"target (median and p95 ≤ {TARGET_S:g} s) met with chunks of: "
+          f"{', '.join(met) or 'none'} beats")
+    assert met, "trigger→sound target not met with any chunk length"
