@@ -14,9 +14,18 @@
                                                             writing) continued in loop mode
     /continuo/status                                        ask for /continuo/status
 
-Replies, to the sender (or the `--reply` address): `/continuo/chunk s:wav_path i:bar f:beat
-i:index`, `/continuo/done s:job s:reason s:recording`, `/continuo/status s:state ...`,
-`/continuo/error s:message`. Numbers may come as OSC ints or floats (Max and Pd send either);
+Replies, to the sender (or the `--reply` address):
+
+    /continuo/chunk    s:wav_path i:bar f:beat i:index      a chunk arrived (file for import)
+    /continuo/playing  s:job f:trigger_to_sound_s f:beat    its first sample reached the device
+    /continuo/played   s:job i:chunks i:late_samples f:max_start_error_ms i:timed i:underflows
+    /continuo/done     s:job s:reason s:recording           the server ended it
+    /continuo/param    s:name f:value i:from_chunk          a live parameter took (-1: next job)
+    /continuo/learned  s:name i:cc                          MIDI learn bound a knob
+    /continuo/status   s:state s:job f:tempo i:loop         connected / reconnecting
+    /continuo/error    s:message
+
+Numbers may come as OSC ints or floats (Max and Pd send either);
 anything else, a wrong count or a value out of range is an `OscError` naming the address, the
 argument and what was expected.
 """
