@@ -28,12 +28,12 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import mido
 import tomli_w
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from continuo.bridge import osc

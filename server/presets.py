@@ -20,10 +20,10 @@ Unknown keys and out-of-range values raise ConfigError naming the file and the k
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from continuo.server.errors import ConfigError

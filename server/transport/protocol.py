@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import msgpack
@@ -41,7 +41,7 @@ PARAM_RANGES = {"temperature": (0.0, 5.0), "top_k": (0.0, 1000.0), "top_p": (0.0
 PARAM_NAMES = tuple(PARAM_RANGES)
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """The `code` of an error reply."""
 
     BAD_MESSAGE = "bad_message"  # not msgpack, not a map, wrong number of frames, bad PCM

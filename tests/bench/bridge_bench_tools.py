@@ -106,11 +106,11 @@ def perform(bridge: BridgeProcess, replies: TimedReplies, triggers: int, rng: ra
     return presses
 
 
-def client_first_chunks(endpoint: str, chunk_beats: float, triggers: int, rng: random.Random,
-                        gap_s: tuple[float, float] = (0.3, 1.0)) -> list[float]:
-    """The bridge's request from a plain client, with the same preemption pattern: generate →
-    first chunk received (seconds), `triggers` times, each `gap_s` after the previous first
-    chunk while that job streams on."""
+def client_presses(endpoint: str, chunk_beats: float, triggers: int, rng: random.Random,
+                   gap_s: tuple[float, float] = (0.3, 1.0)) -> list[float]:
+    """The bridge's request from a plain client of its own, with the same preemption pattern:
+    generate → first chunk received (seconds), `triggers` times, each `gap_s` after the previous
+    first chunk while that job streams on; its last job is stopped."""
     firsts = []
     with Client(endpoint, timeout_s=30.0, name="bench-baseline") as client:
         client.hello()
