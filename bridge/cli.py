@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     audio.add_argument("--samplerate", type=int, default=48_000, help="device rate (48000)")
     audio.add_argument("--latency", default="low",
                        help="device latency: low, high or seconds (default low)")
-    audio.add_argument("--lead-ms", type=float, default=60.0,
+    audio.add_argument("--lead-ms", type=float, default=30.0,
                        help="a job starts at least this long after its first chunk arrives "
-                            "(default 60)")
+                            "(default 30; a device with large buffers may need more)")
     audio.add_argument("--quantize", choices=("bar", "beat", "none"), default="bar",
                        help="a job starts on the clock's next bar (default), beat, or at once")
     audio.add_argument("--clock", choices=("internal", "midi", "link"), default="internal",

@@ -34,8 +34,12 @@ class Replies:
                 data = self.socket.recv(65_536)
             except TimeoutError:
                 continue
-            for m in OscPacket(data).messages:
-                self.messages.append((m.message.address, list(m.message.params)))
+            self._received(time.perf_counter(), [(m.message.address, list(m.message.params))
+                                                 for m in OscPacket(data).messages])
+
+    def _received(self, now: float, messages: list[tuple[str, list[Any]]]) -> None:
+        """One datagram's messages, arrived at `now` (perf_counter s)."""
+        self.messages.extend(messages)
 
     def of(self, address: str) -> list[list[Any]]:
         return [args for a, args in list(self.messages) if a == address]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from bridge_fixtures import BridgeProcess, Replies
-from pythonosc.osc_packet import OscPacket
+from server_bench_tools import cpu_s, machine_busy_s
 
 from continuo.bridge.client import Client, ServerError
 
@@ -35,19 +35,11 @@ class TimedReplies(Replies):
         self._arrived = threading.Condition()
         super().__init__()
 
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.socket.recv(65_536)
-            except TimeoutError:
-                continue
-            now = time.perf_counter()
-            with self._arrived:
-                for m in OscPacket(data).messages:
-                    address, args = m.message.address, list(m.message.params)
-                    self.messages.append((address, args))
-                    self.log.append((now, address, args))
-                self._arrived.notify_all()
+    def _received(self, now: float, messages: list[tuple[str, list[Any]]]) -> None:
+        with self._arrived:
+            super()._received(now, messages)
+            self.log.extend((now, address, args) for address, args in messages)
+            self._arrived.notify_all()
 
     def since(self, mark: int, address: str) -> list[tuple[float, list[Any]]]:
         with self._arrived:
@@ -160,3 +152,30 @@ def summary(values: list[float]) -> tuple[float, float, float]:
     """(median, 95th percentile (linear), max)."""
     return statistics.median(values), float(np.percentile(values, 95)), max(values)
 
+
+class CoreShares:
+    """Cores each named process used while open (CPU seconds / wall seconds), and `others`:
+    every other process on the machine (jackd, other people's work)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.cores: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        return {"wall": time.perf_counter(), "machine": machine_busy_s(),
+                **{name: cpu_s(pid) for name, pid in self.pids.items()}}
+
+    def __enter__(self) -> CoreShares:
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._read()
+        wall = end["wall"] - self._start["wall"]
+        used = {k: (end[k] - self._start[k]) / wall for k in end if k != "wall"}
+        named = sum(v for k, v in used.items() if k != "machine")
+        self.cores = {**{k: v for k, v in used.items() if k != "machine"},
+                      "others": max(0.0, used["machine"] - named)}
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {share:.2f}" for name, share in self.cores.items())
