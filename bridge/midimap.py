@@ -10,7 +10,7 @@ A TOML file (`bridge/midi_map.example.toml` documents every key):
     channel = 1           # 1..16; absent: any channel
 
     [notes.36]            # note number 0..127; a note-on with velocity > 0 fires it
-    action = "generate"   # generate | capture | stop | loop | preset
+    action = "generate"   # generate | capture | stop | loop | preset | learn
     clip = "loops/a.wav"  # generate: the clip (a path under the server's clip root)
     bars = 8              # generate, capture: how many bars
     preset = "piano"      # preset: the preset to switch to; generate: optional
@@ -45,8 +45,9 @@ MIDI_MAX = 127
 Number = Annotated[int, Field(ge=0, le=MIDI_MAX)]
 Channel = Annotated[int, Field(ge=1, le=16)]
 ACTION_KEYS = {"generate": {"clip", "bars", "preset"}, "capture": {"bars", "source"},
-               "stop": set(), "loop": set(), "preset": {"preset"}}
-REQUIRED_KEYS = {"generate": {"clip", "bars"}, "capture": {"bars"}, "preset": {"preset"}}
+               "stop": set(), "loop": set(), "preset": {"preset"}, "learn": {"param"}}
+REQUIRED_KEYS = {"generate": {"clip", "bars"}, "capture": {"bars"}, "preset": {"preset"},
+                 "learn": {"param"}}
 FILE_HEADER = ("# Continuo MIDI map (continuo-bridge rewrites this file after a MIDI learn; "
                "keys: bridge/midi_map.example.toml)\n\n")
 
@@ -90,16 +91,25 @@ class NoteMapping(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    action: Literal["generate", "capture", "stop", "loop", "preset"]
+    action: Literal["generate", "capture", "stop", "loop", "preset", "learn"]
     clip: str | None = Field(None, min_length=1, max_length=osc.MAX_TEXT)
     bars: int | None = Field(None, ge=1, le=osc.MAX_BARS)
     preset: str | None = Field(None, min_length=1, max_length=osc.MAX_TEXT)
     source: str | None = Field(None, min_length=1, max_length=osc.MAX_TEXT)
+    param: str | None = None  # learn: the parameter the next knob moved will control
     channel: Channel | None = None
+
+    @field_validator("param")
+    @classmethod
+    def _known(cls, param: str | None) -> str | None:
+        if param is not None and param not in PARAM_NAMES:
+            raise ValueError(f"unknown param {param!r}; known: {', '.join(PARAM_NAMES)}")
+        return param
 
     @model_validator(mode="after")
     def _keys_fit_action(self) -> NoteMapping:
-        given = {k for k in ("clip", "bars", "preset", "source") if getattr(self, k) is not None}
+        given = {k for k in ("clip", "bars", "preset", "source", "param")
+                 if getattr(self, k) is not None}
         extra = sorted(given - ACTION_KEYS[self.action])
         if extra:
             raise ValueError(f"{', '.join(extra)} not used by action {self.action!r}")
@@ -245,6 +255,8 @@ def command_for(message: mido.Message, midi_map: MidiMap, tempo_bpm: float) -> o
         return osc.Capture(pad.bars, pad.source)
     if pad.action == "preset":
         return osc.Preset(pad.preset)
+    if pad.action == "learn":
+        return osc.Learn(pad.param)
     return osc.Loop(True) if pad.action == "loop" else osc.Stop()
 
 

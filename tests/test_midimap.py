@@ -59,6 +59,10 @@ action = "loop"
 action = "preset"
 preset = "realtime"
 channel = 10
+
+[notes.41]
+action = "learn"
+param = "top_k"
 """
 
 
@@ -89,12 +93,14 @@ def test_example_map_loads() -> None:
     midi_map = load_map(EXAMPLE)
     assert midi_map.cc and midi_map.notes
     assert {n.action for n in midi_map.notes.values()} == {"generate", "capture", "stop",
-                                                           "loop", "preset"}
+                                                           "loop", "preset", "learn"}
     assert {m.curve for m in midi_map.cc.values()} == {"linear", "exp", "log"}
 
 
 @pytest.mark.parametrize(("text", "key", "problem"), [
     ('[cc.74]\nparam = "warmth"', "cc.74.param", "unknown param 'warmth'"),
+    ('[notes.1]\naction = "learn"', "notes.1", "action 'learn' needs param"),
+    ('[notes.1]\naction = "learn"\nparam = "x"', "notes.1.param", "unknown param 'x'"),
     ('[cc.74]\nparam = "top_p"\nhigh = 2.0', "cc.74", "high = 2 is outside top_p's range"),
     ('[cc.74]\nparam = "top_p"\ncurve = "cubic"', "cc.74.curve", "'linear', 'exp' or 'log'"),
     ('[cc.74]\nparam = "top_p"\nchannel = 17', "cc.74.channel", "less than or equal to 16"),
@@ -195,6 +201,7 @@ def test_command_for_each_mapping(tmp_path: Path) -> None:
     assert command(type="note_on", note=39, velocity=1) == osc.Loop(True)
     assert command(type="note_on", note=40, velocity=1, channel=9) == osc.Preset("realtime")
     assert command(type="note_on", note=40, velocity=1, channel=0) is None
+    assert command(type="note_on", note=41, velocity=1) == osc.Learn("top_k")
     assert command(type="note_on", note=36, velocity=0) is None  # a note-off in disguise
     assert command(type="note_off", note=36) is None
     assert command(type="note_on", note=50, velocity=100) is None
