@@ -1,6 +1,6 @@
 """The bridge: OSC and MIDI in; the server's chunks out as sound in tempo, WAV files and OSC.
 
-Threads. `OscInbox` reads UDP datagrams, parses them with python-osc (`OscPacket`) and queues
+Threads. `inbox.OscInbox` reads UDP datagrams, parses them with python-osc (`OscPacket`) and queues
 (address, arguments, sender, arrival time); a datagram that is not OSC is queued as an error for
 its sender. The MIDI port (`midi.MidiInput`, optional) queues its messages the same way and feeds
 MIDI clock to its clock. The bridge loop (`Bridge.run`, one thread, which owns the ZeroMQ client)
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import threading
 import time
 import uuid
@@ -29,12 +28,12 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from pythonosc.osc_packet import OscPacket, ParseError
 from pythonosc.udp_client import SimpleUDPClient
 
 from continuo.bridge import osc
 from continuo.bridge.client import Client, Event, ServerError, ServerGone
 from continuo.bridge.clock import Clock, InternalClock, next_boundary_s
+from continuo.bridge.inbox import Address, OscInbox
 from continuo.bridge.stage import Stage
 from continuo.server.engine.chunks import ChunkPlan
 from continuo.server.errors import ContinuoError
@@ -42,9 +41,6 @@ from continuo.server.musical_time import Meter
 from continuo.server.transport.protocol import DEFAULT_ENDPOINT
 
 log = logging.getLogger(__name__)
-Address = tuple[str, int]
-Inbound = tuple[str | None, Any, Address, float]  # address (None: not OSC), args, sender, time
-MAX_DATAGRAM = 65_536
 
 
 @dataclass(frozen=True)
@@ -60,47 +56,6 @@ class BridgeConfig:
     timeout_s: float = 10.0
     tempo: float = 120.0  # of the internal clock until /continuo/tempo or a generate sets it
     midi_map: Path | None = None  # the controller map; MIDI learn saves to it
-
-
-class OscInbox:
-    """A UDP socket read on its own thread; messages queued as (address, args, sender)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.socket.bind((host, port))
-        self.socket.settimeout(0.2)
-        self.port = self.socket.getsockname()[1]
-        self.messages: queue.Queue[Inbound] = queue.Queue(maxsize=1000)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, name="osc-inbox", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.socket.close()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, sender = self.socket.recvfrom(MAX_DATAGRAM)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            now = perf_counter()
-            try:
-                items = [(m.message.address, list(m.message.params), sender, now)
-                         for m in OscPacket(data).messages]
-            except (ParseError, ValueError, IndexError) as err:
-                items = [(None, f"not an OSC packet ({len(data)} bytes: {err})", sender, now)]
-            for item in items:
-                try:
-                    self.messages.put_nowait(item)
-                except queue.Full:
-                    log.warning("OSC inbox full: dropped %s", item[0])
 
 
 @dataclass
