@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo demo-quick test bench lint data codec model eval clean
+.PHONY: install demo demo-quick test bench soak fuzz watermark lint data codec model eval clean
 
 install: $(STAMP)
 
@@ -28,8 +28,21 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest -q -s tests/bench -p no:cacheprovider --override-ini addopts=
 
+# 30 minutes of four random clients against a real server (CONTINUO_SOAK_S=seconds to change);
+# writes its figures into docs/reliability.md. The 2-minute variant is in `make test`.
+soak: $(STAMP)
+	$(PY) -m pytest -q -s tests/soak -p no:cacheprovider --override-ini addopts=
+
+# atheris on the server's request decoder and the bridge's OSC parsing, FUZZ_S seconds each,
+# then the hypothesis property tests; writes the counts into docs/reliability.md (fuzz/run.py).
+# Corpus in fuzz/corpus/, crashing inputs in fuzz/artifacts/ (both gitignored).
+FUZZ_S ?= 120
+fuzz: $(STAMP)
+	$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) fuzz/run.py --seconds $(FUZZ_S)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server bridge tests
+	$(VENV)/bin/ruff check server bridge tests fuzz
 
 # Rendered piano data and the small codec (long: runs in several sittings, resumes).
 data: $(STAMP)
@@ -96,6 +109,15 @@ eval: $(STAMP)
 	test -f $(EVAL_DATA)/manifest.json || $(CONTINUO) data piano $(EVAL_DATA) \
 		--exclude models/piano/pieces.txt --valid-fraction 0 --test-fraction 1 --max-hours 1.5
 	$(CONTINUO) eval $(EVAL_DATA) --clips 32 --out outputs/eval
+
+# The watermark's figures into docs/reliability.md ("## Watermark"): 40 held-out clips of 10 s
+# through gain, 44.1 kHz, mixing and Vorbis, false positives, audibility, and 3 continuations of
+# the embedded model (server/evaluation/watermark_eval.py; ~5 min on 2 cores).
+watermark: $(STAMP)
+	test -f $(EVAL_DATA)/manifest.json || $(CONTINUO) data piano $(EVAL_DATA) \
+		--exclude models/piano/pieces.txt --valid-fraction 0 --test-fraction 1 --max-hours 1.5
+	$(PY) -m continuo.server.evaluation.watermark_eval --data $(EVAL_DATA) \
+		--report docs/reliability.md
 
 demo-quick: $(STAMP)
 	$(CONTINUO) demo --model-dir outputs/model-quick/model --out outputs/demo-quick

@@ -11,7 +11,10 @@ clock; absent with --no-audio), is written as `OUT/<job>/<index>.wav` (mono floa
 model's rate, for DAW or Max/Pd import) and announced with `/continuo/chunk`; a job's first
 sound with `/continuo/playing`, its end with `/continuo/done` and, once all of it has played,
 `/continuo/played`; any problem with `/continuo/error`, never a crash. When the server stops
-answering, the bridge reconnects by itself and says so with `/continuo/status`.
+answering, the bridge reconnects by itself and says so with `/continuo/status`. When the audio
+device goes (its JACK server quits) or could not be opened at start, the bridge plays on as with
+--no-audio and says so: `/continuo/error` naming the device, and `/continuo/status` state
+`no-audio` from then on (while connected).
 """
 
 from __future__ import annotations
@@ -78,13 +81,15 @@ class Bridge:
     are made by the caller (`cli.py`) and handed in; any of them may be absent."""
 
     def __init__(self, config: BridgeConfig, stage: Stage | None = None,
-                 clock: Clock | None = None, midi: Any = None, capture: Any = None) -> None:
+                 clock: Clock | None = None, midi: Any = None, capture: Any = None,
+                 audio_lost: str | None = None) -> None:
         self.config = config
         self.state = BridgeState(tempo=config.tempo)
         self.inbox = OscInbox(config.osc_host, config.osc_port)
         self.clock = clock or (stage.clock if stage else InternalClock(config.tempo,
                                                                        perf_counter()))
         self.stage, self.midi, self.capture = stage, midi, capture
+        self._audio_lost, self._audio_told = audio_lost, False  # why there is no stage, if lost
         self.midi_map = None
         if midi is not None:
             from continuo.bridge.midimap import load_map
@@ -93,6 +98,7 @@ class Bridge:
         self._senders: dict[Address, SimpleUDPClient] = {}
         self._stop = threading.Event()
         self._last_sender: Address | None = None
+        self._knob_sender: Address | None = None  # who sent the merged parameter changes
         self.client: Client | None = None
         self._identity = f"continuo-bridge-{uuid.uuid4().hex[:12]}".encode()  # kept across
         # reconnects: jobs running on the server stay this bridge's
@@ -106,6 +112,7 @@ class Bridge:
                  self.config.server)
         try:
             while not self._stop.is_set():
+                self._check_audio()
                 if self.client is None:
                     self._connect()
                     continue
@@ -122,18 +129,26 @@ class Bridge:
 
     def _pump(self) -> None:
         """Handle queued OSC and MIDI messages, a due capture, playback news, then server events
-        for up to 10 ms."""
+        for up to 10 ms. Parameter changes are merged (a knob turn or a Max slider sends dozens):
+        one `param` request with each parameter's latest value, before the next other command
+        or at the end of the pump, so the order of commands is kept."""
+        knobs: dict[str, float] = {}
         while True:
             try:
                 address, args, sender, arrived = self.inbox.messages.get_nowait()
             except queue.Empty:
                 break
             self._last_sender = sender
-            if address is None:
-                self._reply(sender, "/continuo/error", [args])
+            try:
+                if address is None:
+                    raise osc.OscError(args)
+                command = osc.parse_message(address, args)
+            except ContinuoError as err:
+                self._reply(sender, "/continuo/error", [str(err)])
                 continue
-            self._guarded(sender, arrived, osc.parse_message, address, args)
-        self._pump_midi()
+            self._take(command, sender, arrived, knobs)
+        self._pump_midi(knobs)
+        self._flush(knobs)
         if self.state.capture is not None and perf_counter() >= self.state.capture[1] + 0.05:
             start_s, end_s, sender, arrived = self.state.capture
             self.state.capture = None
@@ -143,6 +158,36 @@ class Bridge:
         event = self.client.recv(0.01)
         if event is not None:
             self._event(event)
+
+    def _take(self, command: osc.Command | None, sender: Address | None, arrived: float,
+              knobs: dict[str, float]) -> None:
+        """A parameter change joins the merged ones; any other command flushes them, then acts."""
+        if isinstance(command, osc.Param):
+            knobs[command.name] = command.value
+            self._knob_sender = sender
+        elif command is not None:
+            self._flush(knobs)
+            self._guarded(sender, arrived, _given, command)
+
+    def _flush(self, knobs: dict[str, float]) -> None:
+        if knobs:
+            self._guarded(self._knob_sender, perf_counter(), self._set_params, dict(knobs),
+                          self._knob_sender)
+            knobs.clear()
+
+    def _check_audio(self) -> None:
+        """The audio device gone (its JACK server quit): play on as with --no-audio; tell the
+        musician once, as soon as there is someone to tell."""
+        if self.stage is not None and (lost := self.stage.player.lost):
+            log.warning("%s: playing on as files only (as with --no-audio)", lost)
+            self.stage.player.close()  # leaves the dead stream be (see Player.close)
+            self.stage, self._audio_lost, self._audio_told = None, lost, False
+        sender = self.config.reply or self._last_sender
+        if self._audio_lost and not self._audio_told and sender is not None:
+            self._audio_told = True
+            self._reply(sender, "/continuo/error", [f"audio: {self._audio_lost}; playing on "
+                                                    "as files only (as with --no-audio)"])
+            self._status(sender)
 
     def _guarded(self, sender: Address | None, arrived: float, make, *args: Any) -> None:
         """`make(*args)` a command (or do something, None) and act on it; any problem goes
@@ -156,18 +201,16 @@ class Bridge:
         except ContinuoError as err:
             self._reply(sender, "/continuo/error", [str(err)])
 
-    def _pump_midi(self) -> None:
-        """Queued MIDI: learn, or act through the map. Knob moves are merged: one `param`
-        request per pump with each parameter's latest value (a knob turn sends dozens)."""
+    def _pump_midi(self, knobs: dict[str, float]) -> None:
+        """Queued MIDI: learn, or act through the map (knob moves join `knobs`)."""
         if self.midi is None:
             return
         sender = self.config.reply or self._last_sender
-        knobs: dict[str, float] = {}
         while True:
             try:
                 message, arrived = self.midi.messages.get_nowait()
             except queue.Empty:
-                break
+                return
             if self.state.learning and message.type == "control_change":
                 self._guarded(sender, arrived, self._learn, message, sender)
                 continue
@@ -176,12 +219,7 @@ class Bridge:
             except ContinuoError as err:
                 self._reply(sender, "/continuo/error", [str(err)])
                 continue
-            if isinstance(command, osc.Param):
-                knobs[command.name] = command.value
-            elif command is not None:
-                self._guarded(sender, arrived, _given, command)
-        if knobs:
-            self._guarded(sender, perf_counter(), self._set_params, knobs, sender)
+            self._take(command, sender, arrived, knobs)
 
     def _learn(self, message: Any, sender: Address | None) -> None:
         from continuo.bridge.midimap import learn, save_map
@@ -324,7 +362,7 @@ class Bridge:
                                                     float(header["beat"]), index])
         elif event.kind == "done":
             self._reply(sender, "/continuo/done", [header["job"], header["reason"],
-                                                   header.get("recording", "")])
+                                                   header.get("recording") or ""])
             if self.stage is None:
                 state.reply_to.pop(header["job"], None)
             else:
@@ -348,7 +386,7 @@ class Bridge:
         client.timeout_s = self.config.timeout_s
         self.client, self.state.connected = client, True
         log.info("connected to %s", self.config.server)
-        self._status(self._last_sender, "connected")
+        self._status(self._last_sender)
 
     def _disconnect(self) -> None:
         if self.client is not None:
@@ -374,7 +412,8 @@ class Bridge:
 
     def _status(self, sender: Address | None, state: str | None = None) -> None:
         s = self.state
-        word = state or ("connected" if s.connected else "reconnecting")
+        word = state or ("reconnecting" if not s.connected
+                         else "no-audio" if self._audio_lost else "connected")
         self._reply(sender, "/continuo/status", [word, s.job or "", float(self._tempo()),
                                                  int(s.loop)])
 

@@ -5,7 +5,9 @@ It takes the `/continuo/...` OSC messages (see `continuo.bridge.osc`) and, with 
 controller on a virtual MIDI port (see `continuo.bridge.midimap`); drives the server; plays each
 chunk on its bar of the chosen tempo clock (internal, MIDI clock, Ableton Link) on the audio
 device; writes each chunk as a WAV file and announces it over OSC, for hosts that import clips.
-Everything the user can get wrong here (a device, a port, a map) is a clear error, exit 2.
+Everything the user can get wrong here (a device, a port, a map) is a clear error, exit 2. With
+no --device and no audio output to be had (no JACK server, no sound card), it plays as files only
+(as with --no-audio) and says so.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from continuo.server import __version__
 from continuo.server.errors import ContinuoError
 from continuo.server.transport.protocol import DEFAULT_ENDPOINT
+
+if TYPE_CHECKING:
+    from continuo.bridge.clock import Clock
+    from continuo.bridge.stage import Stage
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -104,15 +111,16 @@ def _parts(args: argparse.Namespace) -> dict:
         parts["midi"] = MidiInput(api=args.midi_api, port_name=args.midi_port,
                                   clock=clock if args.clock == "midi" else None)
     if not args.no_audio:
-        from continuo.bridge.playback import Player
-        from continuo.bridge.stage import Stage
+        from continuo.bridge.playback import PlaybackError
 
-        latency = args.latency if args.latency in ("low", "high") else float(args.latency)
-        device = int(args.device) if args.device and args.device.isdigit() else args.device
-        player = Player(device=device, samplerate=args.samplerate, latency=latency,
-                        lead_s=args.lead_ms / 1e3)
-        player.start()
-        parts["stage"] = Stage(player, clock, args.quantize)
+        try:
+            parts["stage"] = _stage(args, clock)
+        except PlaybackError as err:
+            if args.device is not None:  # the device asked for: its absence is an error
+                raise
+            logging.getLogger(__name__).warning("%s: playing as files only (as with "
+                                                "--no-audio)", err)
+            parts["audio_lost"] = str(err)
     if args.input is not None:
         from continuo.bridge.capture import InputCapture
 
@@ -121,6 +129,23 @@ def _parts(args: argparse.Namespace) -> dict:
         parts["capture"] = InputCapture(device=device, samplerate=args.samplerate)
         parts["capture"].start()
     return parts
+
+
+def _stage(args: argparse.Namespace, clock: Clock) -> Stage:
+    """The player on the audio device, started, on the stage; PlaybackError if it fails."""
+    from continuo.bridge.playback import PlaybackError, Player
+    from continuo.bridge.stage import Stage
+
+    latency = args.latency if args.latency in ("low", "high") else float(args.latency)
+    device = int(args.device) if args.device and args.device.isdigit() else args.device
+    player = Player(device=device, samplerate=args.samplerate, latency=latency,
+                    lead_s=args.lead_ms / 1e3)
+    try:
+        player.start()
+    except PlaybackError:
+        player.close()
+        raise
+    return Stage(player, clock, args.quantize)
 
 
 def main(argv: list[str] | None = None) -> int:

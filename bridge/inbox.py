@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 Inbound = tuple[str | None, Any, Address, float]  # address (None: not OSC), args, sender, time
 MAX_DATAGRAM = 65_536
+BUNDLE = b"#bundle\0"
+MAX_BUNDLE_DEPTH = 8
 
 
 class OscInbox:
@@ -49,12 +51,53 @@ class OscInbox:
                 return
             now = perf_counter()
             try:
-                items = [(m.message.address, list(m.message.params), sender, now)
-                         for m in OscPacket(data).messages]
-            except (ParseError, ValueError, IndexError) as err:
-                items = [(None, f"not an OSC packet ({len(data)} bytes: {err})", sender, now)]
-            for item in items:
+                parsed = parse_datagram(data)
+            except Exception as err:  # a python-osc failure parse_datagram does not know yet
+                log.exception("parsing an OSC datagram of %d bytes", len(data))
+                parsed = [(None, f"not an OSC packet ({len(data)} bytes: "
+                                 f"{type(err).__name__}: {err})")]
+            for item in ((address, args, sender, now) for address, args in parsed):
                 try:
                     self.messages.put_nowait(item)
                 except queue.Full:
                     log.warning("OSC inbox full: dropped %s", item[0])
+
+
+def parse_datagram(data: bytes) -> list[tuple[str | None, Any]]:
+    """One UDP datagram → [(address, arguments)] of the messages in it (a bundle's, in order);
+    [(None, what was wrong)] when it is not OSC. Raises nothing else for any bytes (fuzzed:
+    tests/test_fuzz_properties.py, fuzz/fuzz_osc.py)."""
+    try:
+        if data.startswith(BUNDLE):
+            check_bundle(data)
+        return [(m.message.address, list(m.message.params)) for m in OscPacket(data).messages]
+    except (ParseError, ValueError, IndexError) as err:
+        return [(None, f"not an OSC packet ({len(data)} bytes: {err})")]
+
+
+def check_bundle(data: bytes) -> None:
+    """Walk a bundle's element sizes before python-osc does; ParseError for an element that
+    does not fit, is neither a message nor a bundle, or nests over MAX_BUNDLE_DEPTH.
+
+    python-osc 1.10 loops forever on an element of negative size (its index walks back, found
+    by fuzz/fuzz_osc.py), recurses once per nested bundle, and logs a warning per unknown
+    element; a datagram passing this check does none of that.
+    """
+    pending = [(data, 1)]
+    while pending:
+        bundle, depth = pending.pop()
+        if depth > MAX_BUNDLE_DEPTH:
+            raise ParseError(f"bundles nested deeper than {MAX_BUNDLE_DEPTH}")
+        index = len(BUNDLE) + 8  # the time tag
+        while index < len(bundle):
+            size = int.from_bytes(bundle[index:index + 4], "big", signed=True)
+            element = bundle[index + 4:index + 4 + size]
+            if index + 4 > len(bundle) or size < 0 or len(element) != size:
+                raise ParseError(f"bundle element at byte {index} of {len(bundle)}: size "
+                                 f"{size} does not fit")
+            if element.startswith(BUNDLE):
+                pending.append((element, depth + 1))
+            elif not element.startswith(b"/"):
+                raise ParseError(f"bundle element at byte {index} is neither a message nor a "
+                                 "bundle")
+            index += 4 + size

@@ -22,7 +22,7 @@ Replies, to the sender (or the `--reply` address):
     /continuo/done     s:job s:reason s:recording           the server ended it
     /continuo/param    s:name f:value i:from_chunk          a live parameter took (-1: next job)
     /continuo/learned  s:name i:cc                          MIDI learn bound a knob
-    /continuo/status   s:state s:job f:tempo i:loop         connected / reconnecting
+    /continuo/status   s:state s:job f:tempo i:loop         connected / reconnecting / no-audio
     /continuo/error    s:message
 
 Numbers may come as OSC ints or floats (Max and Pd send either);

@@ -20,14 +20,20 @@ A job that starts while another plays takes over at its bar 0 with an equal-powe
 the same time, so starting mid-note never clicks.
 
 Resampling from the model's rate to the device's is done once per chunk with soxr.
+
+A stream that stops by itself is `lost` (PortAudio marks a JACK stream inactive when the JACK
+server quits); such a stream can be neither stopped nor closed (PortAudio hangs), so `close`
+leaves it, and PortAudio, be (the bridge then plays on as files only).
 """
 
 from __future__ import annotations
 
+import atexit
 import sys
 import threading
 from dataclasses import dataclass, field
 from time import perf_counter
+from typing import Any
 
 import numpy as np
 import soxr
@@ -128,20 +134,46 @@ class Player:
         self._frame = 0  # frames delivered so far
         self._first_origin: int | None = None
         self._wall_at: tuple[int, float] | None = None  # (frame, monotonic time it hits the DAC)
+        self._started = self._closed = False
+        self.device_name = "the default" if device is None else repr(device)
         try:
             self.stream = sd.OutputStream(samplerate=samplerate, channels=channels,
                                           device=device, blocksize=blocksize, latency=latency,
                                           dtype="float32", callback=self._callback)
         except Exception as err:  # PortAudio raises its own error types
-            raise PlaybackError(f"cannot open audio output {device!r} at {samplerate} Hz: "
-                                f"{err}") from err
+            raise PlaybackError(f"cannot open audio output {self.device_name} at {samplerate} "
+                                f"Hz: {err}") from err
+        self.device_name = _device_name(sd, self.stream.device, self.device_name)
 
     def start(self) -> None:
-        self.stream.start()
+        try:
+            self.stream.start()
+        except Exception as err:  # PortAudio raises its own error types
+            raise PlaybackError(f"cannot start audio output {self.device_name}: {err}") from err
+        self._started = True
+
+    @property
+    def lost(self) -> str | None:
+        """Why the started stream stopped by itself (see the module doc), or None while it
+        plays (and before `start`, after `close`)."""
+        if self._started and not self._closed and not self.stream.active:
+            return (f"output {self.device_name} stopped by itself (its audio server quit or "
+                    "the device went away)")
+        return None
 
     def close(self) -> None:
-        self.stream.stop()
-        self.stream.close()
+        """Stop and close the stream; a lost one is left as it is, and sounddevice's exit
+        handler, which would stop it too (and hang), is unregistered."""
+        if self._closed:
+            return
+        if self.lost:
+            import sounddevice as sd
+
+            atexit.unregister(sd._exit_handler)
+        else:
+            self.stream.stop()
+            self.stream.close()
+        self._closed = True
 
     @property
     def output_latency_s(self) -> float:
@@ -270,6 +302,15 @@ class Player:
         expected = timeline.origin_dac + (chunk.frame - timeline.origin) / self.rate
         self.stats.starts.append(Start(chunk.job, chunk.index, chunk.frame, dac_time_s,
                                        expected, wall_s))
+
+
+def _device_name(sd: Any, index: int, fallback: str) -> str:
+    """'system' (JACK Audio Connection Kit): the device's name and audio system, for messages."""
+    try:
+        info = sd.query_devices(index)
+        return f"{info['name']!r} ({sd.query_hostapis(info['hostapi'])['name']})"
+    except Exception:  # PortAudio raises its own error types; the name is only for messages
+        return fallback
 
 
 def _fade_out(chunk: Scheduled, at: int, n: int) -> None:

@@ -34,6 +34,9 @@ DEFAULT_MAX_SECONDS = 600.0
 SILENCE_PEAK = 1e-4
 # More channels than this is taken for a mistake (often a [T, C] array passed as [C, T]).
 MAX_CHANNELS = 32
+# Highest sample rate read (768 kHz, the most any interface records); a header claiming more is
+# corrupt.
+MAX_SAMPLE_RATE = 768_000
 
 # suffix → libsndfile major format written for it; reading accepts the formats listed in
 # _READ_FORMATS whatever the suffix among these.
@@ -172,6 +175,9 @@ def load_audio(
         samples = check_samples(downmix(samples), f"{path} (downmixed to mono)")
     rate = info.samplerate if sample_rate is None else int(sample_rate)
     samples = resample(samples, info.samplerate, rate)
+    if samples.shape[1] == 0:  # a few samples at a high rate resampled to a low one
+        raise AudioError(f"{path}: {info.frames} samples at {info.samplerate} Hz are none at "
+                         f"{rate} Hz")
     log.debug("loaded %s: %d ch %d Hz → %s at %d Hz", path, info.channels, info.samplerate,
               samples.shape, rate)
     return Audio(samples, rate, info.samplerate, info.channels, path)
@@ -204,8 +210,9 @@ def _probe(path: Path, max_seconds: float) -> sf._SoundFileInfo:
         raise AudioError(f"{path}: is {info.format_info}, not WAV, FLAC or OGG")
     if not 1 <= info.channels <= MAX_CHANNELS:
         raise AudioError(f"{path}: has {info.channels} channels (1..{MAX_CHANNELS} supported)")
-    if info.samplerate < 1:
-        raise AudioError(f"{path}: has an invalid sample rate {info.samplerate}")
+    if not 1 <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: has an invalid sample rate {info.samplerate} Hz (1.."
+                         f"{MAX_SAMPLE_RATE} supported)")
     if info.frames <= 0:
         raise AudioError(f"{path}: has no samples (0 frames)")
     seconds = info.frames / info.samplerate

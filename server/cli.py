@@ -423,6 +423,8 @@ def _add_continue(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="sampling seed (default: the preset's)")
     p.add_argument("-o", "--out", type=Path, required=True,
                    help="OUT.wav (continuation only); also OUT.full.wav, OUT.json, OUT.png")
+    p.add_argument("--no-watermark", action="store_true",
+                   help="leave the responsible-use watermark out (discouraged)")
     p.set_defaults(func=_run_continue)
 
 
@@ -443,7 +445,8 @@ def _run_continue(args: argparse.Namespace) -> None:
         extra = {"tempo": {"bars": args.bars, "bpm": args.bpm, "meter": str(meter)}}
     with _steps_bar(len(STEPS), "continue") as progress:
         result = pipeline.generate(prompt.samples[0], prompt.sample_rate, seconds,
-                                   seed=args.seed, progress=progress)
+                                   seed=args.seed, progress=progress,
+                                   watermark=not args.no_watermark)
     paths = write_continuation(pipeline, result, args.prompt, seconds, args.out, extra)
     print(f"continued {args.prompt} by {len(result.audio) / result.sample_rate:.2f} s "
           f"(preset {pipeline.preset.name}, seed {result.seed}): "
@@ -507,6 +510,20 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="prompt seconds (default 60)")
     p.add_argument("--ahead-s", type=float, default=1.0,
                    help="how far generation may run ahead of playback (default 1 s)")
+    p.add_argument("--no-watermark", action="store_true",
+                   help="leave the responsible-use watermark out of every chunk (discouraged: "
+                        "`continuo detect` then cannot tell the audio came from Continuo)")
+    p.add_argument("--watermark-strength", type=float,
+                   help="the mark's level relative to the music (default 0.0056: 45 dB below; "
+                        "noise-like music needs more to be found in short clips)")
+    p.add_argument("--max-requests-per-s", type=float, default=200.0,
+                   help="messages per second per client, heartbeats included (default 200); "
+                        "over it: dropped, error rate_limited")
+    p.add_argument("--max-request-burst", type=int, default=400,
+                   help="messages a client may send at once before --max-requests-per-s "
+                        "applies (default 400)")
+    p.add_argument("--max-upload-bytes-per-s", type=int, default=8 * 1024 * 1024,
+                   help="PCM prompt bytes per second per client (default 8 MiB)")
     p.set_defaults(func=_run_serve)
 
 
@@ -514,18 +531,73 @@ def _run_serve(args: argparse.Namespace) -> None:
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
-    from continuo.server.engine.engine import EngineConfig
-    from continuo.server.serve import ServeOptions, serve
+    from continuo.server.transport.limits import RateLimits
     from continuo.server.transport.security import is_loopback
-    from continuo.server.transport.server import ServerConfig
 
-    if args.keys is None and not is_loopback(args.bind):  # before the model loads
+    if args.keys is None and not is_loopback(args.bind):  # before torch and the model load
         raise ContinuoError(f"binding {args.bind} needs CURVE keys: run `continuo keys DIR` "
                             "and pass --keys DIR")
+    rate = RateLimits(args.max_requests_per_s, args.max_request_burst,
+                      args.max_upload_bytes_per_s)
+    from continuo.server.engine.engine import EngineConfig
+    from continuo.server.serve import ServeOptions, serve
+    from continuo.server.transport.server import ServerConfig
+
     engine = EngineConfig(out_dir=args.out, clip_root=args.clip_root, max_jobs=args.max_jobs,
                           max_bars=args.max_bars, max_prompt_s=args.max_prompt_s,
-                          ahead_s=args.ahead_s)
-    serve(ServeOptions(args.preset, args.threads), engine, ServerConfig(args.bind, args.keys))
+                          ahead_s=args.ahead_s, watermark=_watermark(args))
+    serve(ServeOptions(args.preset, args.threads), engine,
+          ServerConfig(args.bind, args.keys, rate=rate))
+
+
+def _watermark(args: argparse.Namespace) -> object:
+    """serve's WatermarkConfig, or None for --no-watermark."""
+    from dataclasses import replace
+
+    from continuo.server.watermark import WATERMARK
+
+    if args.no_watermark:
+        log.warning("--no-watermark: the chunks carry no watermark (discouraged)")
+        return None
+    if args.watermark_strength is None:
+        return WATERMARK
+    return replace(WATERMARK, strength=args.watermark_strength)  # ConfigError when out of range
+
+
+# --- continuo detect ----------------------------------------------------------------------------
+
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="say whether audio files carry Continuo's watermark",
+                       description="For each file: generated yes/no, the confidence that it "
+                       "carries Continuo's watermark (1 - p, p the chance of so high a score "
+                       "from unmarked audio; yes needs p <= 1e-6) and the score.")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE", help="WAV/FLAC/OGG files")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(func=_run_detect)
+
+
+def _run_detect(args: argparse.Namespace) -> None:
+    from continuo.server.audio import load_audio
+    from continuo.server.watermark import detect
+
+    failed = 0
+    for path in args.files:
+        try:
+            audio = load_audio(path)
+        except ContinuoError as err:
+            failed += 1
+            print(f"continuo: error: {err}", file=sys.stderr)
+            continue
+        found = detect(audio.samples, audio.sample_rate)
+        if args.json:
+            print(json.dumps({"file": str(path), **found.as_dict()}))
+        else:
+            print(f"{path}: generated: {'yes' if found.is_generated else 'no '}  confidence "
+                  f"{found.confidence:.4%}  score {found.score:.2f} (threshold "
+                  f"{found.threshold:.2f}, p {found.p_value:.2g}, {found.seconds:.1f} s)")
+    if failed:
+        raise ContinuoError(f"{failed} of {len(args.files)} files could not be read")
 
 
 # --- continuo keys ------------------------------------------------------------------------------
@@ -568,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_serve(sub)
     _add_keys(sub)
+    _add_detect(sub)
     return parser
 
 

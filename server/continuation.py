@@ -22,7 +22,8 @@ The pipeline (`Continuation.generate`), at the codec's rate and frame grid:
    and only the new frames' samples are kept: the continuation starts at frame P exactly. Its
    first `SPLICE_S` are shifted so that it starts from the prompt's last sample (a hard join
    without a click); the codec's rendering of the prompt's last `CROSSFADE_S` comes with it as
-   `lead_in`, for a crossfaded join (`ContinuationResult.joined`; see `seam`).
+   `lead_in`, for a crossfaded join (`ContinuationResult.joined`; see `seam`). Both carry the
+   responsible-use watermark (`continuo.server.watermark`) unless `generate(watermark=False)`.
 Stages whose window is shorter than prompt + continuation continue window by window
 (`fine_windows`), each window repeating the last three quarters of the window as its prompt.
 Nothing here does I/O apart from reading the model folder and calling `progress`.
@@ -50,6 +51,7 @@ from continuo.server.presets import Preset, load_preset
 from continuo.server.seam import CROSSFADE_S, SPLICE_S, codec_join, crossfade_join
 from continuo.server.tokenizers.codec import EncodedAudio
 from continuo.server.training.token_cache import Tokenizers, model_tokenizers
+from continuo.server.watermark import embed
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,8 @@ class ContinuationResult:
     (resampled, trimmed); lead_in [L] the codec's rendering of the prompt's last L samples,
     continuous with audio (L = CROSSFADE_S, less for a short prompt); all at sample_rate (the
     codec's). semantic [S + N_s], codes [K, P + N] all tokens (prompt first); timings_s per
-    step; tokens: counts of prompt and new tokens and frames."""
+    step; tokens: counts of prompt and new tokens and frames; watermarked: whether audio and
+    lead_in carry the watermark (`watermark`)."""
 
     audio: np.ndarray
     prompt: np.ndarray
@@ -76,6 +79,7 @@ class ContinuationResult:
     seed: int
     timings_s: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
+    watermarked: bool = False
 
     def joined(self) -> np.ndarray:
         """[T + T'] the prompt crossfaded into the continuation over its last L samples."""
@@ -171,11 +175,13 @@ class Continuation:
         seed: int | None = None,
         progress: Progress | None = None,
         acoustic_only: bool = False,
+        watermark: bool = True,
     ) -> ContinuationResult:
         """audio [T] mono float32 at any rate → round(seconds × rate) samples of continuation
         at the codec rate (tokens are generated for whole semantic frames, the audio is cut to
         the exact length, e.g. 8 bars), seeded (same seed, same audio). acoustic_only: the
-        paper's ablation — no semantic stage, the coarse stage continues acoustic codes alone."""
+        paper's ablation — no semantic stage, the coarse stage continues acoustic codes alone.
+        watermark: mark audio and lead-in (`continuo.server.watermark`; off is discouraged)."""
         if not (isinstance(seconds, (int, float)) and 0 < seconds <= 600):
             raise ConfigError(f"seconds must be in (0, 600], got {seconds!r}")
         seed = self.preset.seed if seed is None else int(seed)
@@ -199,11 +205,14 @@ class Continuation:
             all_codes = self.extend_fine(coarse, codes, gen)
         with step("decode"):
             lead_in, out = self._decode(all_codes, codes.shape[2], scale, prompt[-1])
+        if watermark:  # the lead-in ends where the continuation (sample 0) starts
+            rate = self.sample_rate
+            lead_in, out = embed(lead_in, rate, -len(lead_in)), embed(out[:n_samples], rate, 0)
         n_prompt, n_total = codes.shape[2], all_codes.shape[2]
         return ContinuationResult(
             audio=out[:n_samples], prompt=prompt, lead_in=lead_in, sample_rate=self.sample_rate,
             semantic=semantic[0],
-            codes=all_codes[0], seed=seed, timings_s=timings,
+            codes=all_codes[0], seed=seed, timings_s=timings, watermarked=watermark,
             tokens={"prompt_semantic": n_sem, "new_semantic": semantic.shape[1] - n_sem,
                     "prompt_frames": n_prompt, "new_frames": n_total - n_prompt},
         )

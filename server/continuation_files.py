@@ -5,7 +5,7 @@
                   its last `seam.CROSSFADE_S` (`ContinuationResult.joined`)
     OUT.json      sidecar: model folder and the sha256 of each part's config.json (which holds
                   its weights' sha256), preset, seed, seconds, prompt path and sha256, timings,
-                  token counts
+                  token counts, the watermark (on or off, which)
     OUT.png       waveform + spectrogram of prompt | continuation, seam marked
 """
 
@@ -19,6 +19,7 @@ from continuo.server.audio import write_audio
 from continuo.server.continuation import Continuation, ContinuationResult
 from continuo.server.plots import plot_continuation
 from continuo.server.training.checkpoint import file_sha256
+from continuo.server.watermark import WATERMARK, describe
 
 
 def output_paths(out: Path) -> dict[str, Path]:
@@ -51,6 +52,7 @@ def sidecar(pipeline: Continuation, result: ContinuationResult, prompt_path: Pat
         "model_sha256": model_hashes(pipeline),
         "timings_s": {k: round(v, 4) for k, v in result.timings_s.items()},
         "tokens": result.tokens,
+        "watermark": describe(WATERMARK if result.watermarked else None),
     }
 
 

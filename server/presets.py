@@ -20,6 +20,7 @@ Unknown keys and out-of-range values raise ConfigError naming the file and the k
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from continuo.server.model.sampling import SamplingParams
 from continuo.server.paths import REPO_ROOT
 
 PRESETS_DIR = REPO_ROOT / "presets"
+MAX_PRESET_BYTES = 1024 * 1024  # a preset is a few hundred bytes; never read a huge file
 
 
 class StageSampling(BaseModel):
@@ -68,9 +70,37 @@ class Preset(BaseModel):
         return self.model_dir if self.model_dir.is_absolute() else REPO_ROOT / self.model_dir
 
 
-def available_presets() -> list[str]:
-    """The names of the presets shipped in presets/."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+def available_presets(folders: tuple[Path, ...] = (PRESETS_DIR,)) -> list[str]:
+    """The names of the presets in `folders` (default: those shipped in presets/)."""
+    return sorted({p.stem for folder in folders for p in folder.glob("*.toml")
+                   if PRESET_NAME.fullmatch(p.stem)})
+
+
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def preset_folders(served: str | Path) -> tuple[Path, ...]:
+    """Where a client may take presets from: presets/, and the folder of the preset file the
+    server was started with (when it was given as a path)."""
+    text = str(served)
+    if text.endswith(".toml") or "/" in text:
+        folder = Path(text).resolve().parent
+        if folder != PRESETS_DIR.resolve():
+            return (PRESETS_DIR, folder)
+    return (PRESETS_DIR,)
+
+
+def load_named_preset(name: str, folders: tuple[Path, ...]) -> Preset:
+    """A preset a client names: a plain name (letters, digits, - and _) found as NAME.toml in
+    one of `folders`, never a path — a client must not make the server read its files."""
+    known = ", ".join(available_presets(folders)) or "(none)"
+    if not PRESET_NAME.fullmatch(name):
+        raise ConfigError(f"preset {name[:80]!r}: presets are named by plain name (letters, "
+                          f"digits, - and _), not by path; known: {known}")
+    for folder in folders:
+        if (folder / f"{name}.toml").is_file():
+            return load_preset(folder / f"{name}.toml")
+    raise ConfigError(f"preset {name!r} not found; known: {known}")
 
 
 def preset_from_dict(data: dict[str, Any], where: str, name: str = "custom") -> Preset:
@@ -94,7 +124,19 @@ def load_preset(name_or_path: str | Path) -> Preset:
         raise ConfigError(f"preset {text!r} not found ({path}); available presets: "
                           f"{', '.join(available_presets()) or '(none)'}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        size = path.stat().st_size
+        if size > MAX_PRESET_BYTES:
+            raise ConfigError(f"{path}: {size} bytes is too large for a preset (at most "
+                              f"{MAX_PRESET_BYTES})")
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from err
+    except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
     return preset_from_dict(data, str(path), name=path.stem)

@@ -9,6 +9,7 @@ side needs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch
 from continuo.server.continuation import Continuation
 from continuo.server.engine.engine import Engine, EngineConfig
 from continuo.server.engine.stream import TokenStream
-from continuo.server.presets import load_preset
+from continuo.server.presets import load_preset, preset_folders
 from continuo.server.transport.server import Server, ServerConfig, hello_info
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def build_engine(options: ServeOptions, engine_config: EngineConfig,
     stream = TokenStream(Continuation(preset))
     log.info("loaded %s (preset %s) in %.2f s; warm-up %.2f s", preset.model_path, preset.name,
              time.perf_counter() - started, warm_up(stream))
+    engine_config = dataclasses.replace(engine_config,
+                                        preset_dirs=preset_folders(options.preset))
     return Engine(stream, preset, engine_config, server.send, server.headers)
 
 

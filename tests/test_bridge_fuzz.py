@@ -88,3 +88,30 @@ def test_a_real_bridge_survives_fuzzed_datagrams(server: ServerProcess,  # noqa:
     errors = replies.of("/continuo/error")
     assert len(errors) >= 100  # most of the fuzz is wrong and says so
     assert "Traceback" not in bridge.log.read_text()
+
+
+def test_a_slider_flood_is_merged_not_rate_limited(server: ServerProcess,  # noqa: F811
+                                                   tmp_path: Path) -> None:
+    """A Max slider dragged fast: 1,000 /continuo/param in a burst reach the server as a few
+    merged requests (never over its rate limit), and the last value is the one that holds."""
+    replies = Replies()
+    bridge = BridgeProcess(server.endpoint, replies.port, tmp_path, "--no-audio")
+    try:
+        replies.wait_for("/continuo/status", timeout_s=30)
+        for i in range(1000):
+            bridge.send("/continuo/param", "temperature", 0.5 + i / 1000)
+        bridge.send("/continuo/param", "top_p", 0.9)
+        deadline = time.monotonic() + 30
+        while not any(a[0] == "top_p" for a in replies.of("/continuo/param")):
+            assert time.monotonic() < deadline, replies.messages[-5:]
+            time.sleep(0.05)
+    finally:
+        code = bridge.close()
+        replies.close()
+    assert code == 0, bridge.log.read_text()
+    acks = replies.of("/continuo/param")
+    temperatures = [a for a in acks if a[0] == "temperature"]
+    assert len(temperatures) < 100, len(temperatures)  # merged (here: usually one request)
+    assert temperatures[-1][1] == pytest.approx(1.499, abs=1e-6)  # OSC floats are float32
+    assert acks[-1][0] == "top_p" and acks[-1][1:] == [pytest.approx(0.9), -1]
+    assert not replies.of("/continuo/error"), replies.of("/continuo/error")[:3]

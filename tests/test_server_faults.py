@@ -62,6 +62,8 @@ def test_every_bad_request_gets_its_error_while_a_job_streams_on(
             assert error["code"] == code and words in error["message"], (code, error)
         requests = [
             ({"preset": "no-such-preset"}, "unknown_preset", "no-such-preset"),
+            ({"preset": "/etc/passwd"}, "unknown_preset", "not by path"),  # never read
+            ({"preset": "../pyproject.toml"}, "unknown_preset", "not by path"),
             ({"clip": "missing.wav"}, "bad_clip", "missing.wav"),
             ({"clip": "../outside.wav"}, "bad_clip", "outside the clip root"),
             ({"clip": "corrupt.wav"}, "bad_clip", "corrupt.wav"),

@@ -35,7 +35,7 @@ from continuo.server.engine.params import check_params, sampling_preset
 from continuo.server.engine.recorder import Recording, pcm_sha256
 from continuo.server.engine.stream import TokenStream
 from continuo.server.errors import AudioError, ConfigError
-from continuo.server.presets import Preset, load_preset
+from continuo.server.presets import PRESETS_DIR, Preset, load_named_preset
 from continuo.server.transport.protocol import (
     ErrorCode,
     Generate,
@@ -45,6 +45,7 @@ from continuo.server.transport.protocol import (
     pack,
 )
 from continuo.server.transport.security import ClipError, resolve_clip
+from continuo.server.watermark import WATERMARK, WatermarkConfig, describe, embed
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class EngineConfig:
     max_prompt_s: float = 60.0
     ahead_s: float = 1.0
     min_block_s: float = 0.24
+    watermark: WatermarkConfig | None = WATERMARK  # marks every chunk; None (off) discouraged
+    preset_dirs: tuple[Path, ...] = (PRESETS_DIR,)  # where clients' preset names are looked up
 
     def __post_init__(self) -> None:
         for name in ("max_jobs", "max_bars"):
@@ -147,8 +150,11 @@ class Engine:
                                        meter=str(plan.meter), bars=plan.bars,
                                        chunk_beats=float(plan.chunk_beats), preset=preset.name,
                                        seed=seed, loop=job.loop, params=params,
-                                       recording=str(recording.wav),
+                                       recording=recording.wav_path,
+                                       recording_error=recording.error,
                                        total_samples=plan.total_samples)])
+        if recording.error:
+            self._recording_failed(client, job_id, recording.error)
 
     def param(self, client: bytes, request: Param) -> None:
         """Change a job's parameters (and preset) from its next chunk; `accepted` is sent."""
@@ -215,7 +221,7 @@ class Engine:
         if name is None:
             return self.preset
         try:
-            preset = load_preset(name)
+            preset = load_named_preset(name, self.config.preset_dirs)
         except ConfigError as err:
             raise ProtocolError(ErrorCode.UNKNOWN_PRESET, str(err)) from err
         if preset.model_path.resolve() != self.preset.model_path.resolve():
@@ -267,7 +273,8 @@ class Engine:
                 "model_dir": str(preset.model_path), "model_sha256": self._model_sha256,
                 "preset": preset.model_dump(mode="json"),
                 "seed": seed, "tempo": float(plan.tempo), "meter": str(plan.meter),
-                "bars": plan.bars, "chunk_beats": str(plan.chunk_beats)}
+                "bars": plan.bars, "chunk_beats": str(plan.chunk_beats),
+                "watermark": describe(self.config.watermark)}
 
     # --- the worker -----------------------------------------------------------------------------
 
@@ -347,12 +354,18 @@ class Engine:
             job.buffer = np.concatenate([job.buffer, block.audio])
             job.buffer_label = label
         pcm, job.buffer = job.buffer[:chunk.n_samples], job.buffer[chunk.n_samples:]
+        if mark := self.config.watermark:  # chunk 0's lead-in: the samples just before it
+            pcm = embed(pcm, stream.sample_rate, chunk.start_sample, config=mark)
+            if index == 0 and job.lead_in is not None:
+                job.lead_in = embed(job.lead_in, stream.sample_rate, -len(job.lead_in),
+                                    config=mark)
         return chunk, pcm, label, fresh
 
     def _emit(self, job: Job, chunk: Chunk, pcm: np.ndarray, label: dict[str, Any]) -> None:
         """Record and send a chunk (label: the params and preset it was generated with); end the
         job after its last. Called under the lock."""
-        job.recording.write(pcm)
+        if cut := job.recording.write(pcm):
+            self._recording_failed(job.client, job.id, cut)
         now = time.monotonic()
         if job.t0 is None:
             job.t0 = now
@@ -381,6 +394,13 @@ class Engine:
                                            message=f"job {job.id}: {err}")])
         self._end(job, "error")
 
+    def _recording_failed(self, client: bytes, job_id: str, error: str) -> None:
+        """The job's recording stopped (a read-only or full disk): tell the client, whose job
+        plays on. The error's `job` is nil, so it does not end the job's stream."""
+        self._send(client, [self._pack("error", code=ErrorCode.RECORDING.value, job=None,
+                                       re=None, message=f"job {job_id}: {error}; the job "
+                                       "plays on without a recording")])
+
     def _end(self, job: Job, reason: str, re: int | None = None) -> None:
         """Close the recording, send `done`, forget the job. Called under the lock."""
         if job.ended:
@@ -390,8 +410,9 @@ class Engine:
         job.recording.close(reason, **summary)
         self._jobs.pop(job.id, None)
         self._send(job.client, [self._pack("done", job=job.id, track=job.track, reason=reason,
-                                           re=re, recording=str(job.recording.wav),
-                                           sidecar=str(job.recording.sidecar), **summary)])
+                                           re=re, recording=job.recording.wav_path,
+                                           sidecar=job.recording.sidecar_path,
+                                           recording_error=job.recording.error, **summary)])
         log.info("job %s: %s after %d chunks (%.2f s), %d late, first chunk %s s, "
                  "generation %s× realtime", job.id, reason, summary["chunks"],
                  job.samples_sent / self.sample_rate, job.misses, summary["first_chunk_s"],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -194,9 +195,18 @@ def load_training_checkpoint(folder: Path, kind: str) -> TrainingCheckpoint:
     """Read a checkpoint written by `save_training_checkpoint` (no unpickling)."""
     model = load_model_folder(folder, kind)
     folder = _existing(folder)
+    training = folder / TRAINING_NAME
     try:
-        blob = torch.load(folder / TRAINING_NAME, map_location="cpu", weights_only=True)
+        blob = torch.load(training, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # an object weights_only refuses: never built
+        why = [line.strip().split(" Please use")[0]  # not torch's advice to allow it
+               for line in str(err).splitlines() if "Unpickler error" in line]
+        raise CheckpointError(f"{training}: refused, it holds more than tensors and plain data "
+                              f"({why[0] if why else 'not a plain tensor file'})") from err
+    except Exception as err:  # torch.load raises runtime errors on damaged files
+        raise CheckpointError(f"{training}: unreadable training state ({err})") from err
+    try:
         state = json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
         return TrainingCheckpoint(model, blob["optimizers"], blob["torch_rng"], state)
-    except Exception as err:  # torch.load raises pickle/runtime errors on bad files
-        raise CheckpointError(f"{folder}: unreadable training state ({err})") from err
+    except Exception as err:  # a missing file, bad JSON, a blob without its keys
+        raise CheckpointError(f"{folder}: unreadable training state ({err!r})") from err

@@ -52,8 +52,10 @@ class ErrorCode(StrEnum):
     UNKNOWN_PRESET = "unknown_preset"
     BAD_CLIP = "bad_clip"  # clip path outside the clip root, missing, or not usable audio
     LIMIT = "limit"  # too many jobs, too many bars, too long a prompt
+    RATE_LIMITED = "rate_limited"  # over the client's requests/s or upload bytes/s: dropped
     UNKNOWN_JOB = "unknown_job"  # param/stop for a job or track the server does not have
     INTERNAL = "internal"  # the server failed; the job ends, the server goes on
+    RECORDING = "recording"  # a job's recording cannot be written (disk); the job plays on
     SHUTDOWN = "shutdown"  # the server is stopping
 
 
@@ -214,12 +216,14 @@ def unpack_pcm(frame: bytes, max_bytes: int) -> np.ndarray:
 def parse_request(frames: list[bytes], max_pcm_bytes: int) -> Incoming:
     """The frames of one request (without the ROUTER's identity) → Incoming; ProtocolError
     naming what is wrong otherwise (with the request's seq and job when they could be read)."""
-    if not 1 <= len(frames) <= 2:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"a message has 1 or 2 frames, got "
-                            f"{len(frames)}")
+    if not frames:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message has 1 or 2 frames, got 0")
     header = unpack_header(frames[0])
     seq = header.get("seq") if type(header.get("seq")) is int else None  # not a bool
     job = header.get("job") if isinstance(header.get("job"), str) else None
+    if len(frames) > 2:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"a message has 1 or 2 frames, got "
+                            f"{len(frames)}", job, seq)
     if header.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(ErrorCode.BAD_VERSION, f"protocol version {header.get('v')!r}; "
                             f"this server speaks {PROTOCOL_VERSION}", job, seq)

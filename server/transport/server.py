@@ -7,8 +7,11 @@ their own, and this loop, polling the ROUTER and that queue's PULL end together,
 Sends never block: a client too slow to take its chunks loses them at the ROUTER's high-water
 mark (they are in the recording) instead of growing the server's memory.
 
-Every client heard from in the last PEER_TIMEOUT_S gets a heartbeat each HEARTBEAT_S; a client
-silent for longer is gone (its loop jobs end, finite jobs play out into their recordings).
+Each client is held to its rate limits (`limits.py`: requests/s and PCM upload bytes/s, counted
+before parsing); a message over them is dropped and answered with an `error` of code
+`rate_limited`. Every client heard from in the last PEER_TIMEOUT_S gets a heartbeat each
+HEARTBEAT_S; a client silent for longer is gone (its loop jobs end, finite jobs play out into
+their recordings).
 Anything malformed gets an `error` reply naming the problem and the loop goes on; so does an
 unexpected failure while handling one request (code `internal`). `stop()` (SIGINT/SIGTERM in
 `continuo serve`) ends every job with `done` reason "shutdown", tells every client, closes.
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,8 @@ import zmq
 
 from continuo.server import __version__
 from continuo.server.engine.engine import Engine
-from continuo.server.presets import available_presets, load_preset
+from continuo.server.presets import available_presets, load_named_preset
+from continuo.server.transport.limits import ClientLimiter, RateLimits
 from continuo.server.transport.protocol import (
     DEFAULT_ENDPOINT,
     HEARTBEAT_S,
@@ -40,6 +44,7 @@ from continuo.server.transport.protocol import (
     error_header,
     pack,
     parse_request,
+    unpack_header,
 )
 from continuo.server.transport.security import secure_server_socket
 
@@ -51,6 +56,7 @@ class ServerConfig:
     bind: str = DEFAULT_ENDPOINT
     keys_dir: Path | None = None
     hwm: int = 1000  # messages queued per client before ZeroMQ drops
+    rate: RateLimits = field(default_factory=RateLimits)
 
 
 class Server:
@@ -67,6 +73,8 @@ class Server:
         self._started = time.monotonic()
         self.engine: Engine | None = None
         self.dropped = 0
+        self.limiter = ClientLimiter(config.rate)
+        self._limited_logged = 0  # limiter.dropped when last logged
         self.max_pcm_bytes = 0
         self._outbox = f"inproc://continuo-outbox-{id(self):x}"
 
@@ -85,7 +93,8 @@ class Server:
 
     def serve(self, engine: Engine, info: dict[str, Any]) -> None:
         """Run the loop until stop(); info: what `hello` tells clients about the model."""
-        self.engine, self.info = engine, info
+        limits = {**info.get("limits", {}), **self.config.rate.as_dict()}
+        self.engine, self.info = engine, {**info, "limits": limits}
         self.max_pcm_bytes = engine.config.max_pcm_bytes(engine.sample_rate)
         router = self.context.socket(zmq.ROUTER)
         for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, self.config.hwm),
@@ -139,12 +148,23 @@ class Server:
             if now - heard > PEER_TIMEOUT_S:
                 log.info("client %s silent for %.1f s: gone", client.hex(), now - heard)
                 del self._clients[client]
+                self.limiter.forget(client)
                 self.engine.client_gone(client)
             else:
                 self.send(client, pack(self.headers("heartbeat")))
+        if self.limiter.dropped > self._limited_logged:
+            log.warning("rate limits: %d messages dropped in the last %g s (%d in all)",
+                        self.limiter.dropped - self._limited_logged, HEARTBEAT_S,
+                        self.limiter.dropped)
+            self._limited_logged = self.limiter.dropped
 
     def _handle(self, client: bytes, frames: list[bytes]) -> None:
-        self._clients[client] = time.monotonic()
+        now = self._clients[client] = time.monotonic()
+        refused = self.limiter.admit(client, frames, now)
+        if refused is not None:
+            self.send(client, pack(error_header(self.sequencer, ErrorCode.RATE_LIMITED, refused,
+                                                re=_seq_of(frames))))
+            return
         seq = None
         try:
             incoming = parse_request(frames, self.max_pcm_bytes)
@@ -176,10 +196,20 @@ class Server:
                 "status", re=seq, jobs=engine.status(), clients=len(self._clients),
                 uptime_s=round(time.monotonic() - self._started, 3))))
         elif kind == "presets":
-            self.send(client, pack(self.headers("presets", re=seq, presets=_presets(),
+            self.send(client, pack(self.headers("presets", re=seq,
+                                                presets=_presets(engine.config.preset_dirs),
                                                 default=engine.preset.name)))
         else:  # heartbeat
             self.send(client, pack(self.headers("heartbeat", re=seq)))
+
+
+def _seq_of(frames: list[bytes]) -> int | None:
+    """The seq of a message that will not be parsed further, when its header has one."""
+    try:
+        seq = unpack_header(frames[0]).get("seq") if frames else None
+    except ProtocolError:
+        return None
+    return seq if type(seq) is int else None
 
 
 def _drain(outbox: zmq.Socket, router: zmq.Socket) -> int:
@@ -196,11 +226,11 @@ def _drain(outbox: zmq.Socket, router: zmq.Socket) -> int:
             dropped += 1
 
 
-def _presets() -> list[dict[str, str]]:
+def _presets(folders: tuple[Path, ...]) -> list[dict[str, str]]:
     out = []
-    for name in available_presets():
+    for name in available_presets(folders):
         try:
-            out.append({"name": name, "notes": load_preset(name).notes})
+            out.append({"name": name, "notes": load_named_preset(name, folders).notes})
         except Exception as err:  # a broken preset file is reported, not fatal
             out.append({"name": name, "notes": f"(invalid: {err})"})
     return out
@@ -209,6 +239,7 @@ def _presets() -> list[dict[str, str]]:
 def hello_info(engine: Engine, model: str) -> dict[str, Any]:
     """What `hello` replies, besides re."""
     return {"server": f"continuo {__version__}", "protocol": PROTOCOL_VERSION, "model": model,
-            "sample_rate": engine.sample_rate, "presets": available_presets(),
+            "sample_rate": engine.sample_rate,
+            "presets": available_presets(engine.config.preset_dirs),
             "default_preset": engine.preset.name,
             "limits": engine.config.limits(engine.sample_rate), "heartbeat_s": HEARTBEAT_S}
