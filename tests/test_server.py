@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from continuation_fixtures import data_root, model_dir_fixture  # noqa: F401 (fixtures)
-from server_fixtures import SR, ServerProcess, collect, joined, server  # noqa: F401
+from server_fixtures import SR, ServerProcess, collect, joined, server, start_server  # noqa: F401
 
 from continuo.server.musical_time import Meter, bar_to_sample, beats_to_samples
 
@@ -173,3 +173,18 @@ def test_a_client_reconnecting_with_its_identity_gets_its_jobs_back(
         assert after[0].header["index"] > before[-1].header["index"]
         done = second.stop(job=job)
     assert [d["job"] for d in done] == [job] and done[0]["reason"] == "stopped"
+
+
+def test_long_chunks_start_early_enough_to_be_on_time(model_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """4-beat chunks at 60 BPM (4 s each) with --ahead-s 0.05: a chunk takes longer to make
+    than the server may run ahead, so it must start that much earlier, or every one is late."""
+    slow = start_server(model_dir, tmp_path / "s", "--ahead-s", "0.05")
+    try:
+        with slow.client() as client:
+            job = client.generate(clip="prompt.wav", tempo=60, bars=3, chunk_beats=4)["job"]
+            chunks, done = collect(client, job)
+    finally:
+        slow.stop()
+    assert len(chunks) == 3 and done["reason"] == "finished"
+    assert done["misses"] == 0, done

@@ -3,7 +3,8 @@
 Control (generate, param, stop, status, a client gone) arrives on the transport's thread and
 changes jobs under one lock; it never runs the model. The worker picks, over and over, the job
 whose next chunk is due soonest among those allowed to generate — a job runs ahead of its
-playback deadline by at most `ahead_s` (plus one block right after a parameter change, so the
+playback deadline by at most `ahead_s` plus the time its next chunk is expected to take (its
+length × the job's realtime factor; plus one block right after a parameter change, so the
 change is heard soon) — generates that one chunk (blocks of at least `min_block_s` of tokens,
 the rest kept for the next chunk), then under the lock records it, sends it and updates the
 job. A job stopped or preempted meanwhile is dropped at that point: nothing is sent after its
@@ -318,7 +319,10 @@ class Engine:
             due = job.due(job.next_index)
             key = -1e18 + job.created if due is None else due
             pending = job.params_rev != job.heard_rev  # a change not yet in any audio
-            slack = self.config.ahead_s + (self.config.min_block_s if pending else 0)
+            # start early enough to finish by ahead_s before it is due: a long chunk (4 beats
+            # at 80 BPM = 3 s) takes longer to make than ahead_s alone would allow
+            slack = (self.config.ahead_s + (self.config.min_block_s if pending else 0)
+                     + job.work_s(job.next_index))
             if due is not None and due - now > slack:
                 wake = min(wake, due - now - slack)
                 continue

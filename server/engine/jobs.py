@@ -67,6 +67,15 @@ class Job:
             return None
         return self.t0 + self.plan.seconds(self.plan.start_sample(index))
 
+    def work_s(self, index: int) -> float:
+        """The worker seconds chunk `index` is expected to take: its length times this job's
+        realtime factor so far (before any audio: its length, the safe side)."""
+        plan = self.plan
+        length_s = plan.seconds(plan.start_sample(index + 1) - plan.start_sample(index))
+        if not self.samples_sent:
+            return length_s
+        return length_s * min(self.generate_s * plan.sample_rate / self.samples_sent, 1.0)
+
     def summary(self) -> dict:
         audio_s = self.samples_sent / self.plan.sample_rate
         return {"chunks": self.next_index, "samples": self.samples_sent, "misses": self.misses,

@@ -120,7 +120,8 @@ class Monitor:
                     self.samples.append(Sample(
                         answered - self._start, rss_kib(self.pid), open_fds(self.pid), jobs,
                         client_connections(self.pid, self.port), answered - asked))
-                    client.recv(timeout_s=max(0.0, asked + self.every_s - time.monotonic()))
+                    while (left := asked + self.every_s - time.monotonic()) > 0:
+                        client.recv(timeout_s=left)  # heartbeats; keeps the client alive
         except Exception as err:  # the soak fails on it
             self.problems.append(f"monitor: {type(err).__name__}: {err}")
 

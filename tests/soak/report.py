@@ -51,7 +51,8 @@ def summary_rows(result: SoakResult) -> list[tuple[str, str]]:
                      f"less one per job and per connection: {fds.reference:g} after warm-up, "
                      f"{fds.end:g} at the end, max deviation {fds.max_deviation:g} (tolerance "
                      f"{fds.tolerance:g})"),
-        ("status answered", f"every {c.sample_every_s:g} s, slowest "
+        ("status answered", f"{len(result.samples)} times (every "
+                            f"{result.wall_s / max(len(result.samples), 1):.1f} s), slowest "
                             f"{result.status_s_max * 1000:.0f} ms; at the end: "
                             f"{'yes' if result.final_status is not None else 'NO'}"),
         ("CPU", f"server {result.server_cpu_s / wall:.2f} cores, its threads waiting for a "
