@@ -316,9 +316,10 @@ class Bridge:
     def _capture(self, command: osc.Capture, sender: Address | None, arrived: float) -> None:
         """Live loop: continue the last `bars` bars in loop mode — of a file now, of the audio
         input at the clock's next bar line."""
-        seconds = float(command.bars * Meter.parse(self.config.meter).quarter_beats_per_bar
-                        * 60 / self._tempo())
-        self._set_tempo(self._tempo())
+        tempo = self._tempo()
+        per_bar = float(Meter.parse(self.config.meter).quarter_beats_per_bar)
+        seconds = command.bars * per_bar * 60 / tempo
+        self._set_tempo(tempo)
         if command.source is not None:
             from continuo.bridge.capture import read_tail
 
@@ -330,7 +331,6 @@ class Bridge:
                                "--input, or name a file to capture from)")
         now = perf_counter()
         beat = self.clock.beat_at(now)
-        per_bar = float(Meter.parse(self.config.meter).quarter_beats_per_bar)
         end_s = now if beat is None else next_boundary_s(beat, now, self.clock.bpm(), per_bar)
         self.state.capture = (end_s - seconds, end_s, sender, arrived)
 
