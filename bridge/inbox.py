@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 Inbound = tuple[str | None, Any, Address, float]  # address (None: not OSC), args, sender, time
 MAX_DATAGRAM = 65_536
+RECEIVE_BUFFER_BYTES = 4 << 20
 BUNDLE = b"#bundle\0"
 MAX_BUNDLE_DEPTH = 8
 
@@ -26,6 +27,9 @@ class OscInbox:
 
     def __init__(self, host: str, port: int) -> None:
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # room for a burst (a slider dragged, a patch's loadbang): the kernel's default ~200 KB
+        # holds ~250 small datagrams, the rest of a burst would be lost (capped at rmem_max)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         self.socket.bind((host, port))
         self.socket.settimeout(0.2)
         self.port = self.socket.getsockname()[1]
