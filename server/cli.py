@@ -425,6 +425,8 @@ def _add_continue(sub: argparse._SubParsersAction) -> None:
                    help="OUT.wav (continuation only); also OUT.full.wav, OUT.json, OUT.png")
     p.add_argument("--no-watermark", action="store_true",
                    help="leave the responsible-use watermark out (discouraged)")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N")
     p.set_defaults(func=_run_continue)
 
 
@@ -437,7 +439,7 @@ def _run_continue(args: argparse.Namespace) -> None:
     if args.bars is not None and args.bpm is None:
         raise ContinuoError("--bars needs the prompt's tempo: add --bpm")
     prompt = load_audio(args.prompt)  # AudioError naming the file when missing or bad
-    pipeline = Continuation(args.preset)
+    pipeline = Continuation(args.preset, device=args.device)  # ConfigError: no CUDA, ...
     seconds, extra = 8.0 if args.seconds is None else args.seconds, None
     if args.bars is not None:
         meter, rate = Meter.parse(args.meter), pipeline.sample_rate
@@ -504,7 +506,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the small model's steps are too small to "
                         "share; 2 threads were 1.8x slower on 2 cores)")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N; on "
+                        "cuda a preset's precision \"mixed\" runs as bf16")
     p.add_argument("--max-jobs", type=int, default=4, help="concurrent jobs (default 4)")
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="jobs generated together in one batched step (default 16; 1: in turn)")
     p.add_argument("--max-bars", type=int, default=10_000, help="bars per job (default 10000)")
     p.add_argument("--max-prompt-s", type=float, default=60.0,
                    help="prompt seconds (default 60)")
@@ -543,11 +550,12 @@ def _run_serve(args: argparse.Namespace) -> None:
     from continuo.server.serve import ServeOptions, serve
     from continuo.server.transport.server import ServerConfig
 
+    options = ServeOptions(args.preset, args.threads, args.device)  # ConfigError: no CUDA, ...
     engine = EngineConfig(out_dir=args.out, clip_root=args.clip_root, max_jobs=args.max_jobs,
                           max_bars=args.max_bars, max_prompt_s=args.max_prompt_s,
-                          ahead_s=args.ahead_s, watermark=_watermark(args))
-    serve(ServeOptions(args.preset, args.threads), engine,
-          ServerConfig(args.bind, args.keys, rate=rate))
+                          ahead_s=args.ahead_s, watermark=_watermark(args),
+                          max_batch=args.max_batch)
+    serve(options, engine, ServerConfig(args.bind, args.keys, rate=rate))
 
 
 def _watermark(args: argparse.Namespace) -> object:

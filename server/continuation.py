@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,8 +44,11 @@ from torch import nn
 
 from continuo.server.audio import check_samples, resample
 from continuo.server.errors import AudioError, CheckpointError, ConfigError
+from continuo.server.model.device import DevicePolicy, resolve_device
+from continuo.server.model.generate import window_rounds
 from continuo.server.model.loading import load_stage
 from continuo.server.model.precision import with_precision
+from continuo.server.model.sampling import pick_rows
 from continuo.server.model.stages import CoarseStage, FineStage, SemanticStage, fine_windows
 from continuo.server.presets import Preset, load_preset
 from continuo.server.seam import CROSSFADE_S, SPLICE_S, codec_join, crossfade_join
@@ -104,20 +107,34 @@ def stage_folder(model_dir: Path, name: str) -> Path:
 class Continuation:
     """The codec, semantic tokenizer and three stages of one preset, loaded once."""
 
-    def __init__(self, preset: Preset | str | Path) -> None:
+    def __init__(self, preset: Preset | str | Path, device: str | torch.device = "cpu") -> None:
+        """device: where codec and stages run ("cpu", "cuda", "cuda:N", "auto"; ConfigError if
+        not available); the stages run at the preset's precision as `DevicePolicy` maps it."""
         self.preset = preset if isinstance(preset, Preset) else load_preset(preset)
+        self.policy = DevicePolicy(resolve_device(str(device)), self.preset.precision)
         model_dir = self.preset.model_path
         if not model_dir.is_dir():
             raise CheckpointError(f"{model_dir}: model folder not found (preset "
                                   f"{self.preset.name!r} model_dir)")
         folders = {name: stage_folder(model_dir, name) for name in STAGE_FOLDERS}
-        self.tokenizers: Tokenizers = model_tokenizers(model_dir, self.preset.bandwidth_kbps)
+        self.tokenizers: Tokenizers = model_tokenizers(model_dir, self.preset.bandwidth_kbps,
+                                                       device=self.device)
         self.stages: dict[str, tuple[object, nn.Module]] = {}
         for name, folder in folders.items():
-            stage, model = load_stage(folder)
-            self.stages[name] = (stage, with_precision(model, self.preset.precision))
+            stage, model = load_stage(folder, device=self.device)
+            self.stages[name] = (stage, with_precision(model, self.precision))
         self.folders = folders
         self._check_stages()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the codec and the stages run (tokens and codes live there too)."""
+        return self.policy.device
+
+    @property
+    def precision(self) -> str:
+        """The stages' precision on this device (`model/device.py`: "mixed" is bf16 on a GPU)."""
+        return self.policy.precision
 
     def _check_stages(self) -> None:
         kinds = {"semantic": SemanticStage, "coarse": CoarseStage, "fine": FineStage}
@@ -185,7 +202,7 @@ class Continuation:
         if not (isinstance(seconds, (int, float)) and 0 < seconds <= 600):
             raise ConfigError(f"seconds must be in (0, 600], got {seconds!r}")
         seed = self.preset.seed if seed is None else int(seed)
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         tok, timings = self.tokenizers, {}
         n_samples = max(1, round(seconds * self.sample_rate))
         n_new_sem = -(-n_samples // self.semantic_hop_samples)  # whole frames covering them
@@ -224,9 +241,10 @@ class Continuation:
         only the prompt's last samples (whole semantic frames, S' of them); default all."""
         tok, hop = self.tokenizers, self.semantic_hop_samples
         semantic = torch.from_numpy(tok.semantic.tokenize(prompt, self.sample_rate)).long()
+        semantic = semantic.to(self.device)
         n_sem = len(prompt) // hop
         n_codec = n_sem if codec_samples is None else min(n_sem, max(1, codec_samples // hop))
-        x = torch.from_numpy(prompt[len(prompt) - n_codec * hop:])[None, None]
+        x = torch.from_numpy(prompt[len(prompt) - n_codec * hop:])[None, None].to(self.device)
         encoded = tok.codec.encode(x.expand(1, tok.codec.channels, -1))
         codes = encoded.codes[:, :, : n_codec * tok.frames_per_semantic]
         return semantic[None, :n_sem], codes, encoded.scale
@@ -235,41 +253,78 @@ class Continuation:
                         sampling: Preset | None = None) -> torch.Tensor:
         """prompt [1, S] → [1, S + n_new], window by window; sampling: the preset whose
         per-stage sampling to use (default this pipeline's)."""
+        return self.extend_semantic_rows([prompt[0]], [n_new], [gen], [sampling])[0][None]
+
+    def extend_semantic_rows(self, prompts: Sequence[torch.Tensor], n_new: Sequence[int],
+                             gens: Sequence[torch.Generator],
+                             samplings: Sequence[Preset | None]) -> list[torch.Tensor]:
+        """Several jobs at once (one batched decode per round of windows): prompt [S_b] →
+        [S_b + n_b], with the job's generator and sampling preset (None: this pipeline's)."""
         stage, model = self.stages["semantic"]
-        params = (sampling or self.preset).semantic.params()
+        params = [(sampling or self.preset).semantic.params() for sampling in samplings]
         window = stage.config.window_tokens
-        tokens = prompt
-        for start, done, end in _windows(prompt.shape[1], prompt.shape[1] + n_new, window):
-            new = stage.generate(model, tokens[:, start:done], end - done, params, gen)
-            tokens = torch.cat([tokens, new], dim=1)
+        tokens = list(prompts)
+        plans = [_windows(p.shape[0], p.shape[0] + n, window)
+                 for p, n in zip(prompts, n_new, strict=True)]
+        for rows, windows in window_rounds(plans):
+            pairs = list(zip(rows, windows, strict=True))
+            new = stage.generate_rows(
+                model, [tokens[b][start:done] for b, (start, done, _) in pairs],
+                [end - done for _, done, end in windows], pick_rows(params, rows),
+                pick_rows(gens, rows))
+            for b, t in zip(rows, new, strict=True):
+                tokens[b] = torch.cat([tokens[b], t])
         return tokens
 
     def extend_coarse(self, semantic: torch.Tensor | None, codes: torch.Tensor, n_frames: int,
                       gen: torch.Generator, sampling: Preset | None = None) -> torch.Tensor:
         """semantic [1, S + N] (None: acoustic only) and prompt codes [1, K, P] → coarse codes
         [1, Q', n_frames], n_frames = 3(S + N), window by window."""
+        return self.extend_coarse_rows([None if semantic is None else semantic[0]], [codes[0]],
+                                       [n_frames], [gen], [sampling])[0][None]
+
+    def extend_coarse_rows(self, semantic: Sequence[torch.Tensor | None],
+                           codes: Sequence[torch.Tensor], n_frames: Sequence[int],
+                           gens: Sequence[torch.Generator],
+                           samplings: Sequence[Preset | None]) -> list[torch.Tensor]:
+        """Several jobs at once: semantic [S_b + N_b] (None: acoustic only) and prompt codes
+        [K, P_b] → coarse codes [Q', n_frames_b]."""
         stage, model = self.stages["coarse"]
-        params = (sampling or self.preset).coarse.params()
+        params = [(sampling or self.preset).coarse.params() for sampling in samplings]
         q = stage.config.n_coarse
-        unit = 1 if semantic is None else stage.config.frames_per_semantic  # frames per step
-        coarse = codes[:, :q]
-        window = stage.config.window_frames // unit
-        for start, done, end in _windows(codes.shape[2] // unit, n_frames // unit, window):
-            known = coarse[:, :, start * unit: done * unit]
-            cond = None if semantic is None else semantic[:, start:end]
-            new = stage.generate(model, cond, known, (end - done) * unit, params, gen)
-            coarse = torch.cat([coarse, new], dim=2)
+        units = [1 if s is None else stage.config.frames_per_semantic for s in semantic]
+        coarse = [c[:q] for c in codes]
+        plans = [_windows(c.shape[1] // u, n // u, stage.config.window_frames // u)
+                 for c, n, u in zip(codes, n_frames, units, strict=True)]
+        for rows, windows in window_rounds(plans):
+            pairs = list(zip(rows, windows, strict=True))
+            new = stage.generate_rows(
+                model, [None if semantic[b] is None else semantic[b][start:end]
+                        for b, (start, _, end) in pairs],
+                [coarse[b][:, start * units[b]: done * units[b]] for b, (start, done, _) in pairs],
+                [(end - done) * units[b] for b, (_, done, end) in pairs],
+                pick_rows(params, rows), pick_rows(gens, rows))
+            for b, c in zip(rows, new, strict=True):
+                coarse[b] = torch.cat([coarse[b], c], dim=1)
         return coarse
 
     def extend_fine(self, coarse: torch.Tensor, codes: torch.Tensor, gen: torch.Generator,
                     sampling: Preset | None = None) -> torch.Tensor:
         """coarse codes [1, Q', F] (prompt + new) and prompt codes [1, K, P] → all codes
         [1, K, F]: the prompt's fine codes, then the fine stage's for frames P.."""
+        return self.extend_fine_rows([coarse[0]], [codes[0]], [gen], [sampling])[0][None]
+
+    def extend_fine_rows(self, coarse: Sequence[torch.Tensor], codes: Sequence[torch.Tensor],
+                         gens: Sequence[torch.Generator],
+                         samplings: Sequence[Preset | None]) -> list[torch.Tensor]:
+        """Several jobs at once: coarse [Q', F_b] and prompt codes [K, P_b] → all codes
+        [K, F_b]."""
         stage, model = self.stages["fine"]
         q = stage.config.n_coarse
-        fine = stage.generate(model, coarse, codes[:, q:], (sampling or self.preset).fine.params(),
-                              gen)
-        return torch.cat([coarse, torch.cat([codes[:, q:], fine], dim=2)], dim=1)
+        params = [(sampling or self.preset).fine.params() for sampling in samplings]
+        fine = stage.generate_rows(model, coarse, [c[q:] for c in codes], params, gens)
+        return [torch.cat([co, torch.cat([c[q:], f], dim=1)])
+                for co, c, f in zip(coarse, codes, fine, strict=True)]
 
     def _decode(self, codes: torch.Tensor, n_prompt: int, scale: torch.Tensor | None,
                 last_prompt_sample: float) -> tuple[np.ndarray, np.ndarray]:

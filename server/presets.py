@@ -7,7 +7,8 @@ A preset is a TOML file in the repository's `presets/` (`load_preset("piano")`) 
     bandwidth_kbps = 6.0           # the codec bandwidth the stages were trained at
     context_s = 10.0               # prompt seconds kept (its tail) as the stages' context
     seed = 0                       # default seed of a continuation
-    precision = "float32"          # or "mixed": float16/bfloat16 products (model/precision.py)
+    precision = "float32"          # "mixed" (bfloat16 products, CPU-tuned; bf16 on a GPU),
+                                   # "bf16", "fp16" (model/precision.py, model/device.py)
     notes = "..."                  # free text
 
     [semantic]                     # [coarse], [fine] alike; every key optional
@@ -58,7 +59,7 @@ class Preset(BaseModel):
     bandwidth_kbps: float = Field(6.0, gt=0.0, le=48.0)
     context_s: float = Field(10.0, gt=0.0, le=60.0)
     seed: int = Field(0, ge=0, lt=2**63)
-    precision: Literal["float32", "mixed"] = "float32"
+    precision: Literal["float32", "mixed", "bf16", "fp16"] = "float32"  # model/precision.py
     notes: str = ""
     semantic: StageSampling = StageSampling()
     coarse: StageSampling = StageSampling()

@@ -2,9 +2,11 @@
 
 Wires the pieces together: the pipeline (`Continuation`), its stream (`engine.stream`), the
 engine and the ZeroMQ server. The warm-up is a short generation from a synthetic chord, so the
-first real job does not pay for first-call allocations. The caller sets OMP_WAIT_POLICY before
-torch is imported (the CLI does): on 2 cores, spinning OpenMP threads steal the core the audio
-side needs.
+first real job does not pay for first-call allocations. `ServeOptions.device` (`--device`,
+checked when the options are made, before anything loads or binds) puts codec and stages on the
+CPU or a GPU; the log and the `hello` reply say which device and precision. The caller sets
+OMP_WAIT_POLICY before torch is imported (the CLI does): on 2 cores, spinning OpenMP threads
+steal the core the audio side needs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from continuo.server.continuation import Continuation
 from continuo.server.engine.engine import Engine, EngineConfig
 from continuo.server.engine.stream import TokenStream
+from continuo.server.model.device import DevicePolicy, resolve_device
 from continuo.server.presets import load_preset, preset_folders
 from continuo.server.transport.server import Server, ServerConfig, hello_info
 
@@ -32,6 +35,10 @@ WARMUP_S = 1.0
 class ServeOptions:
     preset: str = "realtime"
     threads: int = 1  # measured: 1 thread 0.30× realtime, 2 threads 0.55× (13-frame blocks)
+    device: str = "auto"  # auto (cuda when torch sees a GPU), cpu, cuda, cuda:N
+
+    def __post_init__(self) -> None:
+        resolve_device(self.device)  # ConfigError (e.g. no CUDA) before anything loads or binds
 
 
 def warm_up(stream: TokenStream) -> float:
@@ -51,9 +58,11 @@ def build_engine(options: ServeOptions, engine_config: EngineConfig,
     torch.set_num_threads(options.threads)
     preset = load_preset(options.preset)
     started = time.perf_counter()
-    stream = TokenStream(Continuation(preset))
-    log.info("loaded %s (preset %s) in %.2f s; warm-up %.2f s", preset.model_path, preset.name,
-             time.perf_counter() - started, warm_up(stream))
+    pipeline = Continuation(preset, device=options.device)
+    stream = TokenStream(pipeline)
+    log.info("loaded %s (preset %s) on %s in %.2f s; warm-up %.2f s", preset.model_path,
+             preset.name, pipeline.policy.describe(), time.perf_counter() - started,
+             warm_up(stream))
     engine_config = dataclasses.replace(engine_config,
                                         preset_dirs=preset_folders(options.preset))
     return Engine(stream, preset, engine_config, server.send, server.headers)
@@ -64,7 +73,10 @@ def serve(options: ServeOptions, engine_config: EngineConfig, server_config: Ser
     server = Server(server_config)
     engine = build_engine(options, engine_config, server)
     model = Path(engine.preset.model_path).name
+    policy = DevicePolicy(resolve_device(options.device), engine.preset.precision)
+    info = {**hello_info(engine, model), "device": str(policy.device),
+            "precision": policy.precision}
     try:
-        server.serve(engine, hello_info(engine, model))
+        server.serve(engine, info)
     except KeyboardInterrupt:
         log.info("interrupted: stopped cleanly")

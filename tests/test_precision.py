@@ -44,7 +44,7 @@ def test_mixed_decoder_matches_float32_in_prefill_and_steps() -> None:
     caches = exact.new_cache(1, 80), mixed.new_cache(1, 80)
     exact.step(tokens, caches[0])
     mixed.step(tokens, caches[1])
-    for t in range(10):  # one row each: the float16 path
+    for t in range(10):  # one row each: a step, unpadded
         token = torch.randint(0, 96, (1, 1))
         a, _ = exact.step(token, caches[0])
         b, _ = mixed.step(token, caches[1])

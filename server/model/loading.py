@@ -18,9 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from continuo.server.errors import CheckpointError, ConfigError, ContinuoError
+from continuo.server.model.device import resolve_device
 from continuo.server.model.stage_api import Stage
 from continuo.server.model.stage_config import (
     LAYOUTS,
@@ -66,12 +68,16 @@ def stage_from_dict(record: Mapping[str, Any], where: str = "stage record") -> S
         raise CheckpointError(f"{where}: invalid {name} stage config ({err})") from err
 
 
-def load_stage(folder: Path) -> tuple[Stage, nn.Module]:
-    """The stage and its trained model (eval mode, CPU) from a model folder of kind "lm_stage"
-    (e.g. RUN/best); CheckpointError naming the folder if it is not one, or is damaged."""
-    stored = load_model_folder(folder, KIND)
+def load_stage(folder: Path, device: str | torch.device = "cpu") -> tuple[Stage, nn.Module]:
+    """The stage and its trained model (eval mode, on `device`) from a model folder of kind
+    "lm_stage" (e.g. RUN/best); CheckpointError naming the folder if it is not one, or is
+    damaged; ConfigError for a device that is not available (`resolve_device`). The weights are
+    read straight onto the device and the model is built there."""
+    device = resolve_device(str(device))
+    stored = load_model_folder(folder, KIND, device=device)
     stage = stage_from_dict(stored.config, str(folder))
-    model = stage.build_model()
+    with torch.device(device):
+        model = stage.build_model()
     try:
         model.load_state_dict(stored.state_dict)
     except RuntimeError as err:

@@ -289,18 +289,19 @@ class SmallCodec:
 
     @classmethod
     def load(cls, folder: Path, device: str | torch.device = "cpu") -> SmallCodec:
-        """Read a folder written by `save` (or a training checkpoint folder)."""
-        stored = load_model_folder(folder, KIND)
+        """Read a folder written by `save` (or a training checkpoint folder); its weights go
+        straight onto `device`."""
+        stored = load_model_folder(folder, KIND, device=device)
         try:
             config = SmallCodecConfig.from_dict(stored.config)
         except (ConfigError, TypeError) as err:
             raise CheckpointError(f"{folder}: invalid small codec config ({err})") from err
-        model = SmallCodecModel(config)
+        model = SmallCodecModel(config).to(device)
         try:
             model.load_state_dict(with_ema_sums(stored.state_dict), strict=True)
         except RuntimeError as err:
             raise CheckpointError(f"{folder}: weights do not fit the config ({err})") from err
-        return cls(model.to(device))
+        return cls(model)
 
 
 EMA_SUM_SUFFIX = "_codebook.embed_avg"  # training-only: a shipped codec leaves it out

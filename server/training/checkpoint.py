@@ -145,8 +145,10 @@ def _existing(folder: Path) -> Path:
     return folder
 
 
-def load_model_folder(folder: Path, kind: str) -> ModelFolder:
-    """Read and verify a model folder written by `save_model_folder` for `kind`."""
+def load_model_folder(folder: Path, kind: str,
+                      device: str | torch.device = "cpu") -> ModelFolder:
+    """Read and verify a model folder written by `save_model_folder` for `kind`; its tensors
+    are read straight onto `device`."""
     folder = _existing(folder)
     config_path, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_path.is_file() or not weights.is_file():
@@ -163,7 +165,7 @@ def load_model_folder(folder: Path, kind: str) -> ModelFolder:
         raise CheckpointError(f"{weights}: content does not match weights_sha256 in "
                               f"{CONFIG_NAME} (corrupt or replaced file)")
     try:
-        state_dict = safetensors.torch.load_file(weights)
+        state_dict = safetensors.torch.load_file(weights, device=str(device))
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{weights}: unreadable safetensors file ({err})") from err
     return ModelFolder(state_dict, dict(config), dict(meta.get("extra") or {}))
