@@ -89,10 +89,10 @@ class RecordingCoarse(CoarseStage):
         super().__init__(config)
         self.calls: list[tuple[torch.Tensor, int]] = []
 
-    def generate(self, model, semantic, prompt, n_new=None, params=None,
-                 generator=None) -> torch.Tensor:
-        new = super().generate(model, semantic, prompt, n_new, params, generator)
-        self.calls.append((prompt[0].clone(), new.shape[2]))
+    def generate_rows(self, model, semantic, prompts, n_new, params=None,
+                      generator=None) -> list[torch.Tensor]:
+        new = super().generate_rows(model, semantic, prompts, n_new, params, generator)
+        self.calls.append((prompts[0].clone(), new[0].shape[1]))
         return new
 
 

@@ -1,15 +1,18 @@
 """The streaming engine: jobs in, chunks out, on one worker thread that owns the model.
 
 Control (generate, param, stop, status, a client gone) arrives on the transport's thread and
-changes jobs under one lock; it never runs the model. The worker picks, over and over, the job
-whose next chunk is due soonest among those allowed to generate — a job runs ahead of its
+changes jobs under one lock; it never runs the model. The worker takes, over and over, the jobs
+whose next chunk is due soon, soonest first, at most `max_batch` — a job runs ahead of its
 playback deadline by at most `ahead_s` plus the time its next chunk is expected to take (its
-length × the job's realtime factor; plus one block right after a parameter change, so the
-change is heard soon) — generates that one chunk (blocks of at least `min_block_s` of tokens,
-the rest kept for the next chunk), then under the lock records it, sends it and updates the
-job. A job stopped or preempted meanwhile is dropped at that point: nothing is sent after its
-`done`. Errors in one job end that job (an `error` and a `done` with reason "error"); the
-worker and the other jobs go on.
+length × the wall time per audio second of its chunks so far; plus one block right after a
+parameter change, so the change is heard soon) — and generates their next chunks together:
+rounds of one batched `TokenStream.advance_many` (each stage decodes every job in one forward
+per step; blocks of at least `min_block_s` of tokens, the rest kept for the next chunk). A job
+whose buffer holds its chunk leaves the batch: under the lock its chunk is recorded and sent
+and the job updated. Jobs join at the next chunk boundary; a job's audio is the same as it
+would be alone (same seed, blocks and settings). A job stopped or preempted meanwhile is
+dropped at that point: nothing is sent after its `done`. Errors in one job end that job (an
+`error` and a `done` with reason "error"); the worker and the other jobs go on.
 
 Messages go out through `send(client, frames)`, which must be thread-safe (the transport queues
 them to its socket). Headers are built here (see docs/protocol.md for every field).
@@ -66,10 +69,11 @@ class EngineConfig:
     ahead_s: float = 1.0
     min_block_s: float = 0.24
     watermark: WatermarkConfig | None = WATERMARK  # marks every chunk; None (off) discouraged
+    max_batch: int = 16  # jobs whose chunks are generated together in one batch
     preset_dirs: tuple[Path, ...] = (PRESETS_DIR,)  # where clients' preset names are looked up
 
     def __post_init__(self) -> None:
-        for name in ("max_jobs", "max_bars"):
+        for name in ("max_jobs", "max_bars", "max_batch"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1")
         for name in ("max_prompt_s", "ahead_s", "min_block_s"):
@@ -282,42 +286,27 @@ class Engine:
     def _run(self) -> None:
         while True:
             with self._cond:
-                job = self._next_job()
+                jobs = self._next_batch()
                 if self._stopping:
                     return
-                if job is None:
+                if not jobs:
                     continue
-                job.busy = True
-                sampling, index, rev = job.sampling, job.next_index, job.params_rev
-                label = {"params": dict(job.params), "preset": job.preset.name}
-            started = time.perf_counter()
-            try:
-                chunk, pcm, label, fresh = self._make_chunk(job, sampling, index, label)
-            except Exception as err:  # one job's failure must not stop the others
-                log.exception("job %s failed", job.id)
-                with self._cond:
-                    job.busy = False
-                    self._fail(job, err)
-                continue
-            with self._cond:
-                job.busy = False
-                job.generate_s += time.perf_counter() - started
-                if fresh:
-                    job.heard_rev = rev
-                if not job.ended:
-                    self._emit(job, chunk, pcm, label)
-                if job.param_replies and not job.ended:
-                    self._answer_params(job)
+                work = []
+                for job in jobs:
+                    job.busy = True
+                    work.append(_Work(job, job.sampling, chunk_at(job.plan, job.next_index),
+                                      job.params_rev,
+                                      {"params": dict(job.params), "preset": job.preset.name}))
+            self._make_chunks(work)
 
-    def _next_job(self) -> Job | None:
-        """The runnable job due soonest (new jobs first), or None after waiting until one
-        may be. Called under the lock."""
-        now, best, wake = time.monotonic(), None, 1.0
+    def _next_batch(self) -> list[Job]:
+        """The runnable jobs whose next chunk is due soon, soonest first (new jobs first), at
+        most `max_batch`; or none after waiting until one may be. Called under the lock."""
+        now, ready, wake = time.monotonic(), [], 1.0
         for job in self._jobs.values():
             if job.ended or job.busy:
                 continue
             due = job.due(job.next_index)
-            key = -1e18 + job.created if due is None else due
             pending = job.params_rev != job.heard_rev  # a change not yet in any audio
             # start early enough to finish by ahead_s before it is due: a long chunk (4 beats
             # at 80 BPM = 3 s) takes longer to make than ahead_s alone would allow
@@ -326,44 +315,101 @@ class Engine:
             if due is not None and due - now > slack:
                 wake = min(wake, due - now - slack)
                 continue
-            if best is None or key < best[0]:
-                best = (key, job)
-        if best is None and not self._stopping:
+            ready.append((-1e18 + job.created if due is None else due, job))
+        if not ready and not self._stopping:
             self._cond.wait(timeout=max(wake, 0.001))
-            return None
-        return None if best is None else best[1]
+        ready.sort(key=lambda item: item[0])
+        return [job for _, job in ready[: self.config.max_batch]]
 
-    def _make_chunk(self, job: Job, sampling: Preset, index: int, label: dict[str, Any]
-                    ) -> tuple[Chunk, np.ndarray, dict[str, Any], bool]:
-        """Generate until the job's buffer holds chunk `index`; → the chunk, its PCM, the
-        label (params, preset) of its newest audio and whether a block was generated for it
-        (the label is then `label`, else that of the buffer left over from an earlier block).
-        Only the worker calls it; it touches only the job's stream, buffer, buffer_label and
-        lead-in."""
-        stream = self.stream
+    def _make_chunks(self, work: list[_Work]) -> None:
+        """Generate the next chunk of every job in `work` together: rounds of one batched
+        `advance_many` for the jobs whose buffer does not hold their chunk yet; a job leaves the
+        batch (its chunk sent) as soon as it has its chunk. A job that fails ends alone."""
+        work = [w for w in work if self._opened(w)]
+        while work:
+            need = [w for w in work if len(w.job.buffer) < w.chunk.n_samples and not w.job.ended]
+            if need:
+                self._advance(need)
+            done = [w for w in work if w.job.ended or len(w.job.buffer) >= w.chunk.n_samples]
+            for w in done:
+                self._finish(w)
+            work = [w for w in work if w not in done]
+
+    def _opened(self, w: _Work) -> bool:
+        """Start the job's stream if new (its prompt encoded); False (job ended) if it fails."""
+        job = w.job
+        w.fresh = len(job.buffer) < w.chunk.n_samples
+        if not w.fresh:  # the buffer left over from an earlier block holds the chunk
+            w.label = job.buffer_label or w.label
         if job.stream is None:
-            p = job.prompt
-            job.stream = stream.start(p.samples, p.sample_rate, job.seed, job.preset.context_s)
-        chunk = chunk_at(job.plan, index)
+            try:
+                p = job.prompt
+                job.stream = self.stream.start(p.samples, p.sample_rate, job.seed,
+                                               job.preset.context_s)
+            except Exception as err:  # one job's failure must not stop the others
+                self._failed(w, err)
+                return False
+        return True
+
+    def _advance(self, need: list[_Work]) -> None:
+        """One round: a block for every job in `need` in one batched advance (if that fails,
+        each job alone, so the failing one ends and the others go on). Only the worker
+        touches the jobs' stream, buffer, buffer_label and lead-in."""
+        stream = self.stream
         min_block = round(self.config.min_block_s * stream.sample_rate)
-        fresh = len(job.buffer) < chunk.n_samples
-        if not fresh:
-            label = job.buffer_label or label
-        while len(job.buffer) < chunk.n_samples:
-            missing = max(chunk.n_samples - len(job.buffer), min_block)
-            block, job.stream = stream.advance(job.stream, stream.frames_for(job.stream, missing),
-                                               sampling)
+        frames = [stream.frames_for(w.job.stream, max(w.chunk.n_samples - len(w.job.buffer),
+                                                      min_block)) for w in need]
+        started = time.perf_counter()
+        try:
+            results = stream.advance_many([w.job.stream for w in need], frames,
+                                          [w.sampling for w in need])
+        except Exception as err:
+            if len(need) == 1:
+                self._failed(need[0], err)
+                return
+            for w in need:
+                self._advance([w])
+            return
+        elapsed = time.perf_counter() - started
+        for w, (block, state) in zip(need, results, strict=True):
+            job = w.job
+            job.stream = state
             if block.lead_in is not None:
                 job.lead_in = block.lead_in
             job.buffer = np.concatenate([job.buffer, block.audio])
-            job.buffer_label = label
-        pcm, job.buffer = job.buffer[:chunk.n_samples], job.buffer[chunk.n_samples:]
-        if mark := self.config.watermark:  # chunk 0's lead-in: the samples just before it
-            pcm = embed(pcm, stream.sample_rate, chunk.start_sample, config=mark)
-            if index == 0 and job.lead_in is not None:
-                job.lead_in = embed(job.lead_in, stream.sample_rate, -len(job.lead_in),
-                                    config=mark)
-        return chunk, pcm, label, fresh
+            job.buffer_label = w.label
+            w.share_s += elapsed / len(need)
+            w.wall_s += elapsed
+            w.rounds, w.batch_rows = w.rounds + 1, w.batch_rows + len(need)
+
+    def _finish(self, w: _Work) -> None:
+        """Cut the job's chunk from its buffer, watermark it, and send it (under the lock)."""
+        job, chunk, rate = w.job, w.chunk, self.stream.sample_rate
+        pcm = None
+        if not job.ended:
+            pcm, job.buffer = job.buffer[:chunk.n_samples], job.buffer[chunk.n_samples:]
+            if mark := self.config.watermark:  # chunk 0's lead-in: the samples just before it
+                pcm = embed(pcm, rate, chunk.start_sample, config=mark)
+                if chunk.index == 0 and job.lead_in is not None:
+                    job.lead_in = embed(job.lead_in, rate, -len(job.lead_in), config=mark)
+        with self._cond:
+            job.busy = False
+            job.generate_s += w.share_s
+            job.wall_s += w.wall_s
+            job.rounds, job.batch_rows = job.rounds + w.rounds, job.batch_rows + w.batch_rows
+            if w.fresh:
+                job.heard_rev = w.rev
+            if not job.ended and pcm is not None:
+                self._emit(job, chunk, pcm, w.label)
+            if job.param_replies and not job.ended:
+                self._answer_params(job)
+            self._cond.notify_all()
+
+    def _failed(self, w: _Work, err: Exception) -> None:
+        log.error("job %s failed", w.job.id, exc_info=err)
+        with self._cond:
+            w.job.busy = False
+            self._fail(w.job, err)
 
     def _emit(self, job: Job, chunk: Chunk, pcm: np.ndarray, label: dict[str, Any]) -> None:
         """Record and send a chunk (label: the params and preset it was generated with); end the
@@ -436,3 +482,21 @@ def _checked(params: dict[str, float]) -> dict[str, float]:
 def _ahead_s(job: Job, now: float) -> float | None:
     due = job.due(job.next_index)
     return None if due is None else round(due - now, 4)
+
+
+@dataclass
+class _Work:
+    """One job's chunk in the worker's hands: the sampling, chunk and params revision taken
+    under the lock, the label (params, preset) its audio will carry, whether a block is made
+    for it (`fresh`), and the worker seconds it took (its share of the rounds, and whole)."""
+
+    job: Job
+    sampling: Preset
+    chunk: Chunk
+    rev: int
+    label: dict[str, Any]
+    fresh: bool = True
+    share_s: float = 0.0
+    wall_s: float = 0.0
+    rounds: int = 0
+    batch_rows: int = 0

@@ -20,6 +20,8 @@ from continuo.server.engine.recorder import Recording
 from continuo.server.engine.stream import StreamState
 from continuo.server.presets import Preset
 
+WORK_MARGIN = 1.5  # a chunk is expected to take up to 1.5× this job's average so far
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -53,7 +55,10 @@ class Job:
     misses: int = 0
     worst_late_s: float = 0.0
     first_chunk_s: float | None = None
-    generate_s: float = 0.0  # worker time spent on this job
+    generate_s: float = 0.0  # worker time spent on this job (its share of batched rounds)
+    wall_s: float = 0.0  # worker time while this job's chunks were being made (whole rounds)
+    rounds: int = 0  # batched rounds (advance_many calls) that made this job's blocks
+    batch_rows: int = 0  # the jobs in those rounds, summed (÷ rounds: its mean batch size)
     samples_sent: int = 0
     stream: StreamState | None = None
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -68,13 +73,16 @@ class Job:
         return self.t0 + self.plan.seconds(self.plan.start_sample(index))
 
     def work_s(self, index: int) -> float:
-        """The worker seconds chunk `index` is expected to take: its length times this job's
-        realtime factor so far (before any audio: its length, the safe side)."""
+        """The seconds chunk `index` is expected to take: its length times the wall time per
+        audio second of this job's chunks so far (batched with others: the whole rounds; before
+        any audio: its length, the safe side)."""
         plan = self.plan
         length_s = plan.seconds(plan.start_sample(index + 1) - plan.start_sample(index))
         if not self.samples_sent:
             return length_s
-        return length_s * min(self.generate_s * plan.sample_rate / self.samples_sent, 1.0)
+        # with a margin: a loaded machine makes one chunk slower than the average
+        return length_s * min(WORK_MARGIN * self.wall_s * plan.sample_rate / self.samples_sent,
+                              1.0)
 
     def summary(self) -> dict:
         audio_s = self.samples_sent / self.plan.sample_rate
@@ -82,5 +90,6 @@ class Job:
                 "worst_late_s": round(self.worst_late_s, 4),
                 "first_chunk_s": None if self.first_chunk_s is None
                 else round(self.first_chunk_s, 4),
-                "realtime_factor": round(self.generate_s / audio_s, 4) if audio_s else None}
+                "realtime_factor": round(self.generate_s / audio_s, 4) if audio_s else None,
+                "mean_batch": round(self.batch_rows / self.rounds, 3) if self.rounds else None}
 

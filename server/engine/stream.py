@@ -17,6 +17,7 @@ generator runs on, so the same seed, blocks and settings give the same audio.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -126,10 +127,12 @@ class TokenStream:
                                              EncodedAudio(codes[:, :, -warm:], scale))
         hop = self.pipeline.tokenizers.codec.hop_length
         skip = (decoder.received_frames - decoder.emitted_frames) * hop
+        # On the pipeline's device, so sampling stays there (for one seed a CUDA generator's
+        # numbers differ from a CPU one's: the same seed gives other music on a GPU).
+        generator = torch.Generator(device=self.pipeline.device).manual_seed(int(seed))
         return StreamState(semantic, codes, scale, decoder, skip,
                            _mono(out)[-self._lead_samples:],
-                           float(prompt[-1]), 0, context_s,
-                           torch.Generator().manual_seed(int(seed)))
+                           float(prompt[-1]), 0, context_s, generator)
 
     def frames_for(self, state: StreamState, n_samples: int) -> int:
         """Semantic frames the next advance needs so that at least n_samples more continuation
@@ -143,9 +146,26 @@ class TokenStream:
                 sampling: Preset | None = None) -> tuple[Block, StreamState]:
         """Add n_semantic semantic frames (and their 3 codec frames each) → the audio now final
         and the next state. sampling: the preset whose per-stage sampling to use."""
+        return self.advance_many([state], [n_semantic], [sampling])[0]
+
+    def advance_many(self, states: Sequence[StreamState], n_semantic: Sequence[int],
+                     samplings: Sequence[Preset | None]) -> list[tuple[Block, StreamState]]:
+        """`advance` for several streams (jobs) at once: each stage decodes all of them in one
+        batch (rows of their own lengths, params and generators); each stream's tokens and
+        audio are those it would get alone. The codec decodes stream by stream (each has its
+        own streaming state)."""
         with torch.inference_mode():
-            semantic, new = self._tokens(state, n_semantic, sampling)
-            out, decoder = self.decoder.step(state.decoder, EncodedAudio(new, state.scale))
+            tokens = self._tokens(states, n_semantic, samplings)
+            decoded = [self.decoder.step(state.decoder, EncodedAudio(new, state.scale))
+                       for state, (_, new) in zip(states, tokens, strict=True)]
+        return [self._block(state, n, semantic, new, out, decoder)
+                for state, n, (semantic, new), (out, decoder)
+                in zip(states, n_semantic, tokens, decoded, strict=True)]
+
+    def _block(self, state: StreamState, n_semantic: int, semantic: torch.Tensor,
+               new: torch.Tensor, out: torch.Tensor, decoder: StreamingState
+               ) -> tuple[Block, StreamState]:
+        """One stream's new tokens and decoded audio → its Block and next state."""
         codes = torch.cat([state.codes, new], dim=2)
         audio = _mono(out)
         skip = min(state.skip_samples, len(audio))
@@ -160,21 +180,27 @@ class TokenStream:
                         emitted=state.emitted + len(audio))
         return Block(audio, lead_in, n_semantic), state
 
-    def _tokens(self, state: StreamState, n_new: int,
-                sampling: Preset | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """→ semantic [1, S + n_new] (all of the window) and the new codes [1, K, 3 n_new]."""
-        pipe, gen = self.pipeline, state.generator
+    def _tokens(self, states: Sequence[StreamState], n_new: Sequence[int],
+                samplings: Sequence[Preset | None]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per stream: semantic [1, S + n_new] (all of the window) and the new codes
+        [1, K, 3 n_new]; each stage runs once for all streams."""
+        pipe, gens = self.pipeline, [state.generator for state in states]
         per = pipe.tokenizers.frames_per_semantic
-        semantic = pipe.extend_semantic(state.semantic, n_new, gen, sampling)
-        n_c = min(state.semantic.shape[1], self.context.coarse_semantic_frames,
-                  state.codes.shape[2] // per)
-        known = state.codes[:, :, state.codes.shape[2] - n_c * per:]
-        coarse = pipe.extend_coarse(semantic[:, -(n_c + n_new):], known, (n_c + n_new) * per,
-                                    gen, sampling)
-        n_f = min(n_c, self.context.fine_semantic_frames) * per
-        codes = pipe.extend_fine(coarse[:, :, coarse.shape[2] - n_f - n_new * per:],
-                                 known[:, :, known.shape[2] - n_f:], gen, sampling)
-        return semantic, codes[:, :, n_f:]
+        semantic = pipe.extend_semantic_rows([state.semantic[0] for state in states], n_new,
+                                             gens, samplings)
+        n_c = [min(state.semantic.shape[1], self.context.coarse_semantic_frames,
+                   state.codes.shape[2] // per) for state in states]
+        known = [state.codes[0, :, state.codes.shape[2] - n * per:]
+                 for state, n in zip(states, n_c, strict=True)]
+        coarse = pipe.extend_coarse_rows(
+            [sem[-(n + m):] for sem, n, m in zip(semantic, n_c, n_new, strict=True)], known,
+            [(n + m) * per for n, m in zip(n_c, n_new, strict=True)], gens, samplings)
+        n_f = [min(n, self.context.fine_semantic_frames) * per for n in n_c]
+        codes = pipe.extend_fine_rows(
+            [co[:, co.shape[1] - f - m * per:]
+             for co, f, m in zip(coarse, n_f, n_new, strict=True)],
+            [k[:, k.shape[1] - f:] for k, f in zip(known, n_f, strict=True)], gens, samplings)
+        return [(sem[None], c[None, :, f:]) for sem, c, f in zip(semantic, codes, n_f, strict=True)]
 
     def _window(self, semantic: torch.Tensor, codes: torch.Tensor,
                 context_s: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,5 +213,6 @@ class TokenStream:
 
 
 def _mono(audio: torch.Tensor) -> np.ndarray:
-    """[1, C, T] → mono float32 [T]."""
+    """[1, C, T] (on the pipeline's device) → mono float32 [T] on the host: the one place a
+    stream's audio leaves the device (downmixed there first, so one channel crosses)."""
     return audio[0].mean(dim=0).float().cpu().numpy()

@@ -21,7 +21,6 @@ from torch import nn
 
 from continuo.server.errors import ConfigError
 from continuo.server.model.decoder import Decoder, DecoderConfig
-from continuo.server.model.kv_cache import KVCache
 
 
 class ColumnDecoder(Decoder):
@@ -48,20 +47,12 @@ class ColumnDecoder(Decoder):
             total -= self.tok_emb.weight.numel() + self.heads.numel()
         return total
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """tokens [B, R, T] → logits [B, K, T, V] (with a cache: continues it, see `step`)."""
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, R, T] → the summed embeddings of each column [B, T, C]."""
         if tokens.ndim != 3:
             raise ValueError(f"column tokens must be [B, R, T], got {tuple(tokens.shape)}")
-        B, _, T = tokens.shape
-        start = 0 if cache is None else self._check_cache(cache, B)
-        if start + T > self.config.max_seq_len:
-            raise ConfigError(
-                f"sequence of {start + T} positions exceeds max_seq_len {self.config.max_seq_len}"
-            )
-        bias = self.rel_bias(start, T)  # (1, nh, T, S)
-        x = self.drop(self.tok_emb(tokens).sum(dim=1))  # (B, R, T, C) → (B, T, C)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, bias, cache, layer)
-        if cache is not None:
-            cache.advance(T)
-        return torch.einsum("btc,kvc->bktv", self.norm_f(x), self.heads)  # (B, K, T, V)
+        return self.tok_emb(tokens).sum(dim=1)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final states [B, T, C] → per-level logits [B, K, T, V]."""
+        return torch.einsum("btc,kvc->bktv", x, self.heads)

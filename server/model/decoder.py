@@ -309,22 +309,35 @@ class Decoder(nn.Module):
         """tokens (B, T) → logits (B, T, V).
 
         Without a cache: the whole sequence (training). With one: the tokens continue what the
-        cache holds, which is updated in place (see `step`).
+        cache holds, which is updated in place (see `step`); a ragged cache (`starts`) masks each
+        row's keys before its start.
         """
-        B, T = tokens.shape
+        x = self._embed(tokens)  # (B, T, C)
+        B, T, _ = x.shape
         start = 0 if cache is None else self._check_cache(cache, B)
         if start + T > self.config.max_seq_len:
             raise ConfigError(
                 f"sequence of {start + T} positions exceeds max_seq_len {self.config.max_seq_len}"
             )
         bias = self.rel_bias(start, T)  # (1, nh, T, S), shared by all layers
-        x = self.drop(self.tok_emb(tokens))  # (B, T, C)
+        mask = None if cache is None else cache.key_mask(start + T)  # (B, 1, 1, S)
+        if mask is not None:
+            bias = bias.masked_fill(mask, float("-inf"))  # (B, nh, T, S)
+        x = self.drop(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, bias, cache, layer)
         if cache is not None:
             cache.advance(T)
+        return self._head(self.norm_f(x))
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) → embeddings (B, T, C)."""
+        return self.tok_emb(tokens)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final states (B, T, C) → logits (B, T, V)."""
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(self.norm_f(x), head)  # (B, T, V)
+        return F.linear(x, head)
 
     def step(self, tokens: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
         """Feed new tokens (B, T_new) after the cache's positions: a prompt prefill (whole or

@@ -5,11 +5,18 @@ One `KVCache` holds the keys and values of every layer for one batch of sequence
     keys, values  [L, B, nh, max_len, hs]   (layers, batch rows, key/value heads, positions,
                                               head size)
     length        how many positions are filled (the same for every row and layer)
+    starts        [B] int64 or None: a ragged batch (rows of different lengths, e.g. several jobs
+                  decoded together) is right-aligned, row b holding positions starts[b] ..
+                  length - 1; the decoder masks the keys before a row's start. None: every row
+                  starts at 0.
 
 The model never stores decoding state; a caller creates a cache with `Decoder.new_cache`, passes
 it to `Decoder.step`, and may keep several caches for one model (one per job). `step` writes the
 new positions in place and advances `length`; nothing is reallocated while decoding, so a step
 costs the same at position 1,500 as at position 100 apart from attention over the longer past.
+
+Right-aligning is exact because positions are relative: a row's query sees its keys at the same
+distances as it would alone, and its masked keys get zero attention weight.
 
 Because the decoder's positions are relative (a T5 bias over the distance between a query and a
 key, nothing stored in the keys), the cache can be cut in two ways without recomputing anything:
@@ -33,11 +40,13 @@ from continuo.server.errors import ConfigError
 
 @dataclass
 class KVCache:
-    """Keys and values [L, B, nh, max_len, hs] of every layer, and the filled `length`."""
+    """Keys and values [L, B, nh, max_len, hs] of every layer, the filled `length` and, for a
+    ragged batch, each row's first position `starts` [B]."""
 
     keys: torch.Tensor
     values: torch.Tensor
     length: int = 0
+    starts: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.keys.dim() != 5 or self.keys.shape != self.values.shape:
@@ -46,6 +55,9 @@ class KVCache:
                 f"{tuple(self.keys.shape)} and {tuple(self.values.shape)}"
             )
         self._check_length(self.length)
+        if self.starts is not None and tuple(self.starts.shape) != (self.batch_size,):
+            raise ConfigError(f"KV cache starts must be [B={self.batch_size}], got "
+                              f"{tuple(self.starts.shape)}")
 
     @classmethod
     def empty(
@@ -107,6 +119,27 @@ class KVCache:
         self.values[layer, :, :, self.length : end] = v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
+    def key_mask(self, n_keys: int) -> torch.Tensor | None:
+        """[B, 1, 1, n_keys] bool, True for keys before their row's start (not that row's), or
+        None when every row starts at 0."""
+        if self.starts is None:
+            return None
+        positions = torch.arange(n_keys, device=self.starts.device)
+        return (positions[None, :] < self.starts[:, None])[:, None, None, :]
+
+    def place(self, rows: list[int], part: KVCache) -> None:
+        """Copy a cache of len(rows) rows, prefilled alone, into `rows`, right-aligned so that its
+        last position is this cache's last filled one (length - 1); sets those rows' starts."""
+        n, end = part.length, self.length
+        if n > end:
+            raise ConfigError(f"KV cache: {n} positions do not fit before position {end}")
+        index = torch.tensor(rows, device=self.keys.device)
+        self.keys[:, index, :, end - n: end] = part.keys[:, :, :, :n]
+        self.values[:, index, :, end - n: end] = part.values[:, :, :, :n]
+        if self.starts is None:
+            self.starts = torch.zeros(self.batch_size, dtype=torch.long, device=self.keys.device)
+        self.starts[index] = end - n
+
     def advance(self, n: int) -> None:
         """Mark `n` more positions as filled (after every layer wrote them with `update`)."""
         self._check_length(self.length + n)
@@ -116,6 +149,8 @@ class KVCache:
         """Keep the first `n` filled positions, forget the rest (roll back)."""
         self._check_cut(n)
         self.length = n
+        if self.starts is not None:
+            self.starts = self.starts.clamp(max=n)
 
     def keep_last(self, n: int) -> None:
         """Keep the last `n` filled positions, moved to positions 0..n-1 (slide the window)."""
@@ -126,10 +161,12 @@ class KVCache:
             self.keys[:, :, :, :n] = self.keys[:, :, :, start : self.length].clone()
             self.values[:, :, :, :n] = self.values[:, :, :, start : self.length].clone()
         self.length = n
+        if self.starts is not None:
+            self.starts = (self.starts - start).clamp(min=0)
 
     def reset(self) -> None:
         """Forget everything (the memory stays allocated)."""
-        self.length = 0
+        self.length, self.starts = 0, None
 
     def _check_cut(self, n: int) -> None:
         if not 0 <= n <= self.length:

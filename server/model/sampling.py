@@ -17,9 +17,11 @@ other rows of the batch filter, and a filtered-out id can never come back.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -28,6 +30,7 @@ from continuo.server.errors import ConfigError
 # Top-p compares cumulative float32 masses with p; this slack makes a set whose mass is p up to
 # rounding (0.5 + 0.3 summing to 0.79999995) count as reaching p = 0.8, as the maths says.
 _TOP_P_SLACK = 1e-6
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,14 @@ class SamplingParams:
 
 Allowed = torch.Tensor | tuple[int, int]
 Generators = torch.Generator | Sequence[torch.Generator]
+
+
+def pick_rows(value: T, rows: Sequence[int]) -> T:
+    """The per-row settings of `rows` from one setting for every row (returned as is: params,
+    a generator, None) or a sequence of one per row."""
+    if value is None or isinstance(value, (SamplingParams, torch.Generator)):
+        return value
+    return [value[b] for b in rows]
 
 
 @dataclass(frozen=True)
@@ -166,7 +177,9 @@ def _noise(
 
 
 def _restrict(scores: torch.Tensor, allowed: Allowed | None) -> torch.Tensor:
-    """Set the scores of ids that may not be drawn to -inf; check every row keeps one."""
+    """Set the scores of ids that may not be drawn to -inf; check every row keeps one (a range
+    is checked on the host; a mask on the device, which waits for it: decoding loops pass
+    ranges)."""
     if allowed is None:
         return scores
     vocab = scores.shape[-1]
@@ -175,11 +188,10 @@ def _restrict(scores: torch.Tensor, allowed: Allowed | None) -> torch.Tensor:
         if not 0 <= start < stop <= vocab:
             raise ValueError(f"allowed range {allowed} must satisfy 0 <= start < stop <= {vocab}")
         ids = torch.arange(vocab, device=scores.device)
-        mask = (ids >= start) & (ids < stop)
-    else:
-        if allowed.dtype != torch.bool:
-            raise ValueError(f"an allowed mask must be a bool tensor, got {allowed.dtype}")
-        mask = allowed.to(scores.device)
+        return scores.masked_fill((ids < start) | (ids >= stop), -math.inf)
+    if allowed.dtype != torch.bool:
+        raise ValueError(f"an allowed mask must be a bool tensor, got {allowed.dtype}")
+    mask = allowed.to(scores.device)
     try:
         mask = torch.broadcast_to(mask, scores.shape)
     except RuntimeError as err:
@@ -194,11 +206,19 @@ def _restrict(scores: torch.Tensor, allowed: Allowed | None) -> torch.Tensor:
 def _row_params(
     params: SamplingParams | Sequence[SamplingParams], shape: torch.Size, device: torch.device
 ) -> _Rows:
-    """The params of a batch of logits `shape` ([B, V] or [B, K, V]) as per-row tensors."""
-    batch, row_shape = shape[0], shape[:-1]
+    """The params of a batch of logits `shape` ([B, V] or [B, K, V]) as per-row tensors (made
+    once per set of params and shape, then reused: no host → device copy at every step)."""
+    batch = shape[0]
     items = [params] * batch if isinstance(params, SamplingParams) else list(params)
     if len(items) != batch or not all(isinstance(p, SamplingParams) for p in items):
         raise ValueError(f"params must be one SamplingParams or a sequence of {batch} of them")
+    return _rows(tuple(items), tuple(shape), device)
+
+
+@functools.lru_cache(maxsize=256)
+def _rows(items: tuple[SamplingParams, ...], shape: tuple[int, ...], device: torch.device
+          ) -> _Rows:
+    batch, row_shape = shape[0], shape[:-1]
     per_item = (1,) * (len(row_shape) - 1)
 
     def rows(values: list, dtype: torch.dtype) -> torch.Tensor:
@@ -207,7 +227,7 @@ def _row_params(
         )
 
     return _Rows(
-        items=items,
+        items=list(items),
         temperature=rows([1.0 if p.greedy else p.temperature for p in items], torch.float32),
         top_k=rows([1 if p.greedy else p.top_k or shape[-1] for p in items], torch.long),
         top_p=rows([float(p.top_p) for p in items], torch.float32),

@@ -25,6 +25,8 @@ instant). Generation continues exactly where the prompt ends: the new codes are 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,7 +34,14 @@ from torch import nn
 from continuo.server.errors import DataError
 from continuo.server.model.column_decoder import ColumnDecoder
 from continuo.server.model.decoder import Decoder, DecoderConfig
-from continuo.server.model.generate import ColumnIds, Params, decode_columns, decode_tokens
+from continuo.server.model.generate import (
+    ColumnIds,
+    Params,
+    decode_column_rows,
+    decode_token_rows,
+    decode_tokens,
+    window_rounds,
+)
 from continuo.server.model.layouts import (
     add_codebook_offsets,
     add_offset,
@@ -41,7 +50,7 @@ from continuo.server.model.layouts import (
     remove_offset,
     unflatten,
 )
-from continuo.server.model.sampling import Generators
+from continuo.server.model.sampling import Generators, pick_rows
 from continuo.server.model.stage_api import IGNORE_INDEX, TokenWindow, TrainingExample
 from continuo.server.model.stage_config import (
     AcousticStageConfig,
@@ -104,8 +113,24 @@ class SemanticStage:
         _check_shape(prompt, (None, None), "semantic prompt [B, S]")
         ids = add_offset(prompt, 0, self.config.vocab_size)
         allowed = [self.config.vocab.slice("semantic")] * n_new
-        new, _ = decode_tokens(model, ids, allowed, params or self.config.sampling, generator)
+        new = decode_tokens(model, ids, allowed, params or self.config.sampling, generator)
         return remove_offset(new, 0, self.config.vocab_size)
+
+    def generate_rows(
+        self,
+        model: Decoder,
+        prompts: Sequence[torch.Tensor],
+        n_new: Sequence[int],
+        params: Params | None = None,
+        generator: Generators | None = None,
+    ) -> list[torch.Tensor]:
+        """B prompts [S_b] (lengths may differ, S_b >= 1) → row b's continuation [n_b], all rows
+        in one batched decode; params and generator: one for all rows or one per row."""
+        vocab = self.config.vocab_size
+        allowed = [self.config.vocab.slice("semantic")] * max(n_new, default=0)
+        new = decode_token_rows(model, [add_offset(p, 0, vocab) for p in prompts], allowed,
+                                n_new, params or self.config.sampling, generator)
+        return [remove_offset(t, 0, vocab) for t in new]
 
 
 class _AcousticStage:
@@ -207,22 +232,41 @@ class _AcousticStage:
         generator: Generators | None,
     ) -> torch.Tensor:
         """cond and the known codes [B, K, P] → the next n_new frames [B, K, n_new]."""
+        rows = self._decode_rows(model, list(cond), list(known), [n_new] * known.shape[0], params,
+                                 generator)
+        return torch.stack(rows)
+
+    def _decode_rows(
+        self,
+        model: nn.Module,
+        conds: Sequence[torch.Tensor],
+        known: Sequence[torch.Tensor],
+        n_new: Sequence[int],
+        params: Params,
+        generator: Generators | None,
+    ) -> list[torch.Tensor]:
+        """Per row: its conditioning and known codes [K, P_b] → its next n_b frames [K, n_b];
+        one batched decode for all rows."""
         size, offset = self.config.codebook_size, self.config.vocab.offset(self._predicted)
         if self.config.layout == "delay":
-            prefix = torch.cat(
-                [self._condition_columns(cond), self._delayed(known)[..., : known.shape[2]]], -1
-            )
-            new, _ = decode_columns(
-                model, prefix, known, n_new, self._column_ids(), params, generator
-            )
-            return new
-        prefix = torch.cat([self._condition_tokens(cond), flatten(known, size) + offset], dim=1)
+            prefixes = [
+                torch.cat([self._condition_columns(c[None])[0],
+                           self._delayed(k[None])[0, :, : k.shape[1]]], dim=-1)
+                for c, k in zip(conds, known, strict=True)
+            ]
+            return decode_column_rows(model, prefixes, known, n_new, self._column_ids(), params,
+                                      generator)
+        prefixes = [
+            torch.cat([self._condition_tokens(c[None])[0], flatten(k[None], size)[0] + offset])
+            for c, k in zip(conds, known, strict=True)
+        ]
         allowed = [
             (offset + k * size, offset + (k + 1) * size)
-            for _ in range(n_new) for k in range(self.n_levels)
+            for _ in range(max(n_new, default=0)) for k in range(self.n_levels)
         ]
-        ids, _ = decode_tokens(model, prefix, allowed, params, generator)
-        return unflatten(ids - offset, self.n_levels, size)
+        ids = decode_token_rows(model, prefixes, allowed, [n * self.n_levels for n in n_new],
+                                params, generator)
+        return [unflatten(i[None] - offset, self.n_levels, size)[0] for i in ids]
 
 
 class CoarseStage(_AcousticStage):
@@ -294,6 +338,33 @@ class CoarseStage(_AcousticStage):
         return self._decode(
             model, semantic, prompt, n_new, params or self.config.sampling, generator
         )
+
+    def generate_rows(
+        self,
+        model: nn.Module,
+        semantic: Sequence[torch.Tensor | None],
+        prompts: Sequence[torch.Tensor],
+        n_new: Sequence[int],
+        params: Params | None = None,
+        generator: Generators | None = None,
+    ) -> list[torch.Tensor]:
+        """Per row: semantic [S_b] (prompt + continuation; None: acoustic tokens alone, see
+        `generate`) and prompt codes [Q', P_b] → the coarse codes of frames P_b .. P_b + n_b - 1,
+        [Q', n_b]; one batched decode."""
+        per = self.config.frames_per_semantic
+        for s, p, n in zip(semantic, prompts, n_new, strict=True):
+            _check_shape(p, (self.n_levels, None), "coarse prompt [Q', P]")
+            if s is not None:
+                _check_shape(s, (None,), "semantic [S]")
+            if n < 0:
+                raise ValueError(f"coarse generation needs n_new >= 0, got {n}")
+            if s is not None and p.shape[1] + n > s.shape[0] * per:
+                raise ValueError(f"{p.shape[1]} prompt + {n} new coarse frames exceed the "
+                                 f"{s.shape[0] * per} frames that {s.shape[0]} semantic tokens "
+                                 "cover")
+        conds = [p.new_zeros(0) if s is None else s for s, p in zip(semantic, prompts, strict=True)]
+        return self._decode_rows(model, conds, prompts, n_new,
+                                 params or self.config.sampling, generator)
 
 
 def _acoustic(window: TokenWindow, n_codebooks: int) -> torch.Tensor:
@@ -373,12 +444,32 @@ class FineStage(_AcousticStage):
         n_known, n_total = prompt.shape[2], coarse.shape[2]
         if n_known > n_total:
             raise ValueError(f"fine prompt of {n_known} frames is longer than coarse {n_total}")
+        rows = self.generate_rows(model, list(coarse), list(prompt), params, generator)
+        return torch.stack(rows)
+
+    def generate_rows(
+        self,
+        model: nn.Module,
+        coarse: Sequence[torch.Tensor],
+        prompts: Sequence[torch.Tensor],
+        params: Params | None = None,
+        generator: Generators | None = None,
+    ) -> list[torch.Tensor]:
+        """Per row: coarse [Q', F_b] (prompt + continuation) and prompt fine codes
+        [K − Q', P_b] → the fine codes of frames P_b .. F_b - 1; each round decodes the next
+        window of every row that has one, in one batch."""
         c = self.config
-        fine = prompt
-        for start, done, end in fine_windows(n_known, n_total, c.window_frames, c.context_frames):
-            new = self._decode(
-                model, coarse[:, :, start:end], fine[:, :, start:done], end - done,
-                params or c.sampling, generator,
+        plans = [fine_windows(p.shape[1], co.shape[1], c.window_frames, c.context_frames)
+                 for co, p in zip(coarse, prompts, strict=True)]
+        fine = list(prompts)
+        for rows, windows in window_rounds(plans):
+            pairs = list(zip(rows, windows, strict=True))
+            new = self._decode_rows(
+                model, [coarse[b][:, start:end] for b, (start, _, end) in pairs],
+                [fine[b][:, start:done] for b, (start, done, _) in pairs],
+                [end - done for _, done, end in windows],
+                pick_rows(params or c.sampling, rows), pick_rows(generator, rows),
             )
-            fine = torch.cat([fine, new], dim=2)
-        return fine[:, :, n_known:]
+            for b, codes in zip(rows, new, strict=True):
+                fine[b] = torch.cat([fine[b], codes], dim=1)
+        return [f[:, p.shape[1]:] for f, p in zip(fine, prompts, strict=True)]
