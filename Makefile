@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo demo-quick test bench soak fuzz watermark lint data codec model eval clean
+.PHONY: install demo demo-quick test bench bench-gpu soak fuzz watermark lint data codec model eval clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest -q -s tests/bench -p no:cacheprovider --override-ini addopts=
+
+# GPU serving (issue 9): the engine on CUDA, presets paper (random weights, built once into
+# runs/bench-paper-model/) and realtime, 1/4/16 concurrent jobs; figures into outputs/bench-gpu.md.
+# Skipped without CUDA; CONTINUO_BENCH_DEVICE=cpu runs it here at a reduced size (~1-2 min).
+bench-gpu: $(STAMP)
+	$(PY) -m pytest -q -s tests/bench/test_gpu_bench.py -p no:cacheprovider --override-ini addopts=
 
 # 30 minutes of four random clients against a real server (CONTINUO_SOAK_S=seconds to change);
 # writes its figures into docs/reliability.md. The 2-minute variant is in `make test`.
