@@ -13,6 +13,9 @@ import soundfile as sf
 from continuation_fixtures import data_root, model_dir_fixture  # noqa: F401 (fixtures)
 from server_fixtures import ServerProcess, collect, joined, start_server
 
+from continuo.bridge.client import ServerError
+from continuo.server.transport.protocol import ErrorCode
+
 JOBS = {  # track: generate fields (different tempo, length, chunking, seed, sampling)
     "a": {"tempo": 120, "bars": 2, "chunk_beats": 1, "seed": 5},
     "b": {"tempo": 97, "bars": 3, "chunk_beats": 0.5, "seed": 6, "params": {"temperature": 1.4}},
@@ -82,3 +85,23 @@ def test_batched_jobs_get_the_audio_they_get_alone(server: ServerProcess) -> Non
     assert max(together[t][1]["mean_batch"] for t in JOBS) > 1.5
     # and they are different music (equal audio is not trivially equal)
     assert not np.array_equal(alone["a"][0][:4000], alone["b"][0][:4000])
+
+
+def test_a_job_over_the_limit_is_refused_before_its_clip_is_read(model_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """With --max-jobs 1 and a loop job running, a second job naming a clip that does not exist
+    gets `limit`, not `bad_clip`: the server refuses before reading (a flood of refused starts
+    costs no disk reads or decoding). The same request with a free slot gets `bad_clip`."""
+    one = start_server(model_dir, tmp_path / "s", "--max-jobs", "1")
+    try:
+        with one.client() as first, one.client() as second:
+            job = first.generate(clip="prompt.wav", tempo=120, chunk_beats=1, loop=True)["job"]
+            with pytest.raises(ServerError) as refused:
+                second.generate(clip="missing.wav", tempo=120, bars=1)
+            assert refused.value.code == ErrorCode.LIMIT
+            first.stop(job=job)
+            with pytest.raises(ServerError) as bad:
+                second.generate(clip="missing.wav", tempo=120, bars=1)
+            assert bad.value.code == ErrorCode.BAD_CLIP
+    finally:
+        one.stop()

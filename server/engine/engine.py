@@ -128,14 +128,12 @@ class Engine:
         preset = self._preset(request.preset)
         plan = self._plan(request)
         params = _checked(request.params)
+        with self._cond:  # refused before its clip is read (checked again below)
+            self._replaced(client, request)
         prompt = self._prompt(request, pcm)
         seed = preset.seed if request.seed is None else request.seed
         with self._cond:
-            running = [j for j in self._jobs.values() if not j.ended]
-            replaced = [j for j in running if (j.client, j.track) == (client, request.track)]
-            if len(running) - len(replaced) >= self.config.max_jobs:
-                raise ProtocolError(ErrorCode.LIMIT, f"{len(running)} jobs are running, the "
-                                    f"server's limit is {self.config.max_jobs}", seq=request.seq)
+            replaced = self._replaced(client, request)
             for old in replaced:
                 self._end(old, "preempted")
             job_id = f"j{next(self._ids)}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -160,6 +158,16 @@ class Engine:
                                        total_samples=plan.total_samples)])
         if recording.error:
             self._recording_failed(client, job_id, recording.error)
+
+    def _replaced(self, client: bytes, request: Generate) -> list[Job]:
+        """The client's job on the request's track (a new one preempts it), or ProtocolError
+        (limit) when the server runs its maximum of other jobs. Called under the lock."""
+        running = [j for j in self._jobs.values() if not j.ended]
+        replaced = [j for j in running if (j.client, j.track) == (client, request.track)]
+        if len(running) - len(replaced) >= self.config.max_jobs:
+            raise ProtocolError(ErrorCode.LIMIT, f"{len(running)} jobs are running, the "
+                                f"server's limit is {self.config.max_jobs}", seq=request.seq)
+        return replaced
 
     def param(self, client: bytes, request: Param) -> None:
         """Change a job's parameters (and preset) from its next chunk; `accepted` is sent."""
