@@ -1,50 +1,81 @@
-"""A decoding step with static shapes and no host syncs, ready to be captured as a CUDA graph.
+"""A decoding step with static shapes and no host syncs, recorded once as a CUDA graph.
 
 Why: on a GPU, one decoding step of a paper-size stage (12 layers, d 1024) multiplies a handful
 of rows by every weight matrix: little arithmetic, but ~150 small kernels, each launched from
 Python. The step is then bound by launches and Python, not by the GPU. A CUDA graph records the
-kernels of one step once and replays them with one launch; `torch.compile(mode=
-"reduce-overhead")` records them, but only for a function whose shapes never change and that
-never waits for the host. `Decoder.step` is neither: it attends over the `length + 1` filled
-positions (a new shape each step) and reads the position as a Python int.
+kernels of one step once and replays them with one launch, but only for a step whose shapes
+never change and that never waits for the host. `Decoder.step` is neither: it attends over the
+`length + 1` filled positions (a new shape each step) and reads the position as a Python int.
 
 What: `StaticStep` shares a Decoder's (or ColumnDecoder's) modules and weights and feeds one
 position with every shape fixed:
 
-- the KV cache is preallocated and owned by the stepper, one per bucket of (batch rows, max_len):
-  rows rounded up to 1, 2, 4, 8, 16 (then multiples of 16; padding rows are dummies whose
-  outputs are dropped), max_len up to a multiple of `LEN_MULTIPLE` (capped at max_seq_len). Its
-  addresses never change, so a recorded graph writes into it directly;
-- the position to write is a 0-dim int64 tensor on the device, beside the cache, incremented in
-  place inside the step; the new key/value is written there by an indexed write into the whole
-  cache tensor, which inductor keeps in place (see `_StaticWrite`);
+- the cache is preallocated once per model (static_cache.py): max_len positions, the model's
+  one length bucket — max_seq_len by default; the server reserves the longest decode its stage
+  can need (`reserve`, from serve.warm_up: the stage's window, rounded up to a multiple of 256).
+  A decode of n rows uses a row bucket (n rounded up to 1, 2, 4, 8, 16, then multiples of 16;
+  padding rows are dummies whose outputs are dropped): the first rows of that one cache, whose
+  address never changes, so a recorded graph writes into it directly. A decode needing more
+  positions than max_len runs eagerly (`borrow` → None); one needing more rows than reserved
+  grows the cache (its graphs are then captured again);
+- the position to write is a 0-dim int64 tensor on the device, incremented in place inside the
+  step; the new key/value is written there by an indexed write into the whole cache tensor
+  (see `_StaticWrite`);
 - attention runs over the whole max_len with a mask: keys after the position, and keys before a
   row's `starts` (a ragged batch, see kv_cache.py), get −inf; the relative-position bias is that
   of distance position − key, as in `RelativePositionBias`. The blocks' own `forward` runs (one
   code path for precision casts, grouped heads, norms), with `_StaticWrite` in the cache's
   place.
 
-So step 1 and step 1,000 of a bucket are the same graph. Compiled graphs are kept per (bucketed
-rows, max_len, token shape) on the stepper; `generate.prepare_rows` borrows a bucket's cache
-(`StaticStep.borrow`) and `generate.feed` steps through it (`StaticDecode.step`).
+So step 1 and step 1,000 of a bucket are the same graph: one graph per (row bucket, token shape)
+— [B, 1] ids or [B, R, 1] delay columns — kept on the stepper. `generate.prepare_rows` borrows
+the cache (`StaticStep.borrow`) and `generate.feed` steps through it (`StaticDecode.step`).
 
-Selection (`static_step_for`): on CUDA the stepper is used by default, compiled with
-`torch.compile(mode="reduce-overhead", fullgraph=True, dynamic=False)` (CUDA graphs);
-CONTINUO_STATIC_STEP=0 opts out. On a CPU the eager `Decoder.step` stays the default;
-CONTINUO_STATIC_STEP=1 opts in (uncompiled: the same maths, for tests). `use_static_step(model,
-stepper)` makes the choice explicitly. The first step of every bucket compiles (inductor took
-16 s for the small preset on this project's CPU): a server warms the buckets it will use
-(`StaticStep.warm_up`), in the thread that decodes (torch keeps CUDA graphs per thread).
+Modes (`CONTINUO_STATIC_STEP`, read when a model is first decoded; `use_static_step` chooses
+explicitly):
 
-Expected on a GPU (not measured here: this project's machine has none): the step's cost falls
-from ~150 launches to one graph replay, so a paper-size step should approach the time of reading
-its weights; attention over the whole bucket instead of the filled positions costs a little more
-arithmetic, which a GPU hides at these sizes. On a CPU there are no launches to save and the
-longer attention costs extra, hence eager there by default. Measured on this project's 2-core
-CPU (small preset, 1 thread, position ~200 in a 512-position bucket; a shared, noisy machine):
-one row 0.82 ms eager `Decoder.step`, 0.85 ms uncompiled static step, 0.59 ms static step
-compiled by inductor; four rows 1.98, 2.06 and 1.86 ms. Uncompiled, the static step is 0-17 %
-slower than eager over 1-4 rows, positions 200-900, float32 and "mixed".
+    unset    "graph" on CUDA, "off" on a CPU
+    off, 0   `Decoder.step`, eager over the filled positions (a CPU's default: it has no
+             launches to save and the longer attention costs it 0-17 %)
+    graph, 1 the static step captured per bucket with torch.cuda.CUDAGraph and replayed
+             (step_graph.py; no compiler). On a CPU, the stand-in runs the same plumbing
+             eagerly (tests)
+    eager    the static step run eagerly, no graph: tells the static maths from the recording
+    compile  torch.compile(mode="reduce-overhead", dynamic=False) per bucket: inductor's fused
+             kernels inside its CUDA graphs. Opt-in: inductor took 16-22 s per bucket for the
+             small preset on this project's CPU (tens of seconds at the paper size on a GPU
+             expected), and its graphs are kept per thread: a graph recorded by the warm-up is
+             recorded again by the engine's worker on its first step (no recompile)
+
+On a GPU by default (graph): `serve.warm_up` reserves each stage's cache and captures every row
+bucket up to the engine's max_batch, for the stage's token shape, before the engine starts: 5
+row buckets × 3 stages = 15 captures at max_batch 16. A capture is 3 eager warm-up steps on a
+side stream plus one recorded step (and a device synchronize): expected milliseconds to tens of
+milliseconds each at the paper size, so well under a few seconds in all (first cuBLAS/attention
+initialisations included) instead of minutes of inductor. A graph is an ordinary object: any
+thread may replay it (launched on that thread's current stream), so the main thread's warm-up
+serves the worker. A bucket not warmed is captured at its first step (no job stalls for long).
+
+Memory, computed (float32 cache; not measured): a position of one row holds 2 × L × nkv × hs × 4
+bytes — 96 KiB at the paper size (12 layers, 16 heads of 64). The server's lengths for the
+`paper` benchmark's stages (flat layout, our 8-codebook codec with 3 coarse levels, windows of
+30/10/3 s): semantic 750 → 768 positions (72 MiB per
+row), coarse 250 + 1 + 750 × 3 = 2,501 → 2,560 (240 MiB per row), fine 225 × 8 + 1 = 1,801 →
+2,048 (192 MiB per row); at 16 rows 1.1 + 3.75 + 3.0 = 7.9 GiB for the three stages, shared by
+every row bucket (separate caches per row bucket would hold 31 rows: 15.3 GiB; per row bucket at
+max_seq_len 4,096: 35 GiB). The small stages of `realtime` (4 layers, 4 heads of 64) take 8 KiB
+per position and row: 1024 positions × 16 rows = 128 MiB for the coarse stage. Graphs share
+one memory pool per model (their intermediates: estimated at a few MiB each).
+
+Still unmeasured (no GPU was lent to this project): capture and warm-up times; the step's time
+replayed against eager and compiled; and what attending over the whole bucket costs. Every step
+reads the bucket's whole cache: at the paper size and 16 rows a coarse step reads 3.75 GiB
+(~0.8 ms of an H200's bandwidth) where the stream's decodes fill ~600 of the 2,560 positions. If
+that shows, a few length buckets (e.g. 512, 1,024, max) per model would cost only more captures,
+now that one is cheap. Measured on this project's 2-core CPU (small preset, 1 thread, position
+~200 in a 512-position bucket; a shared, noisy machine): one row 0.82 ms eager `Decoder.step`,
+0.85 ms uncompiled static step, 0.59 ms static step compiled by inductor; four rows 1.98, 2.06
+and 1.86 ms.
 """
 
 from __future__ import annotations
@@ -63,34 +94,41 @@ from torch import nn
 
 from continuo.server.errors import ConfigError
 from continuo.server.model.kv_cache import KVCache
+from continuo.server.model.static_cache import (
+    Bucket,
+    Saved,
+    StaticCache,
+    bucket_len,
+    bucket_rows,
+    plain_tensors,
+    row_buckets,
+)
+from continuo.server.model.step_graph import Graph, graphs_for
 
 log = logging.getLogger(__name__)
 
-ENV_VAR = "CONTINUO_STATIC_STEP"  # "1": on, "0": off, unset: on for CUDA, off for a CPU
-ROW_BUCKETS = (1, 2, 4, 8, 16)  # batch rows rounded up to one of these, then to multiples of 16
-LEN_MULTIPLE = 256  # cache max_len rounded up to a multiple of this (capped at max_seq_len)
+ENV_VAR = "CONTINUO_STATIC_STEP"
+MODES = ("off", "graph", "eager", "compile")  # see the module doc
+ALIASES = {"0": "off", "1": "graph"}
+WARM_UP_STEPS = 3  # eager steps before a capture (torch's docs use 3)
 _ATTR = "_continuo_static_step"  # where the chosen stepper (or None) is kept on a model
 
 StepFn = Callable[..., torch.Tensor]
 Compiler = Callable[[StepFn], StepFn]
+Run = Callable[[], torch.Tensor]  # one step of a bucket on its static inputs → its logits
 
 
-def bucket_rows(n_rows: int) -> int:
-    """Rows of the static batch for n_rows real ones: 3 → 4, 9 → 16, 17 → 32."""
-    if n_rows < 1:
-        raise ConfigError(f"a static step needs at least one row, got {n_rows}")
-    for size in ROW_BUCKETS:
-        if n_rows <= size:
-            return size
-    last = ROW_BUCKETS[-1]
-    return -(-n_rows // last) * last
-
-
-def bucket_len(max_len: int, limit: int) -> int:
-    """Cache positions for max_len needed: up to a multiple of LEN_MULTIPLE, at most limit."""
-    if not 1 <= max_len <= limit:
-        raise ConfigError(f"cache max_len must be in 1..{limit} (max_seq_len), got {max_len}")
-    return min(-(-max_len // LEN_MULTIPLE) * LEN_MULTIPLE, limit)
+def step_mode(device: torch.device) -> str:
+    """The mode for a model on `device`: CONTINUO_STATIC_STEP (see the module doc), or by
+    default "graph" on CUDA and "off" elsewhere. ConfigError for any other value."""
+    setting = os.environ.get(ENV_VAR, "").strip().lower()
+    if not setting:
+        return "graph" if device.type == "cuda" else "off"
+    mode = ALIASES.get(setting, setting)
+    if mode not in MODES:
+        raise ConfigError(f"{ENV_VAR} must be one of {', '.join(MODES)} (or 0 = off, 1 = graph, "
+                          f"unset = graph on CUDA, off on a CPU), got {setting!r}")
+    return mode
 
 
 def cuda_graph_compiler(fn: StepFn) -> StepFn:
@@ -122,102 +160,166 @@ class _StaticWrite:
         return self.keys[layer], self.values[layer]  # (B, nkv, max_len, hs)
 
 
-@dataclass
-class _Bucket:
-    """One bucket's static buffers: the cache, each row's first position and the position."""
-
-    keys: torch.Tensor  # [L, B, nkv, max_len, hs]
-    values: torch.Tensor
-    starts: torch.Tensor  # [B] int64
-    position: torch.Tensor  # 0-dim int64: where the next step writes
-    lent_to: weakref.ref | None = None  # the StaticDecode using it, while alive
-
-
 class StaticStep:
-    """Static-shape decoding steps of one model (its modules and weights, shared). compiler:
-    turns the step function into the one that runs (None: eager; on CUDA by default
-    `cuda_graph_compiler`). Keeps one cache and one compiled graph per bucket."""
+    """Static-shape decoding steps of one model (its modules and weights, shared); see the
+    module doc. graphs: makes the Graph each bucket is captured into (`step_graph.graphs_for`);
+    compiler: compiles each bucket's step instead; neither: the static step runs eagerly.
+    max_len: the one length bucket (default max_seq_len). `captures` counts the graphs captured
+    (or steps compiled) so far."""
 
-    def __init__(self, model: nn.Module, compiler: Compiler | None = None) -> None:
-        self.model, self.compiler = model, compiler
-        self._buckets: dict[tuple[int, int], _Bucket] = {}
-        self._graphs: dict[tuple[int, int, tuple[int, ...]], StepFn] = {}
-        self._tokens: dict[tuple[int, ...], torch.Tensor] = {}
+    def __init__(self, model: nn.Module, graphs: Callable[[], Graph] | None = None,
+                 compiler: Compiler | None = None, max_len: int | None = None) -> None:
+        if graphs is not None and compiler is not None:
+            raise ConfigError("a static step is captured (graphs) or compiled, not both")
+        self.model, self.graphs, self.compiler = model, graphs, compiler
+        length = model.config.max_seq_len if max_len is None else max_len
+        self.cache = StaticCache(model, length, static_addresses=compiler is not None)
+        self.captures = 0
+        self._told_long = False  # a decode too long for the length bucket was logged
+        self._runs: dict[tuple[int, tuple[int, ...]], Run] = {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StaticStep:
-        """A copied model gets a stepper of its own, with nothing allocated or compiled yet."""
-        return type(self)(copy.deepcopy(self.model, memo), self.compiler)
+        """A copied model gets a stepper of its own (same mode and length bucket), with nothing
+        allocated or captured yet. The copy's model is not built yet when this runs."""
+        twin = copy.copy(self)
+        twin.model = copy.deepcopy(self.model, memo)
+        twin.cache = self.cache.empty_copy(twin.model)
+        twin.captures, twin._told_long, twin._runs = 0, False, {}
+        return twin
 
     @property
-    def compiled(self) -> bool:
-        return self.compiler is not None
+    def mode(self) -> str:
+        if self.graphs is not None:
+            return "graph"
+        return "eager" if self.compiler is None else "compile"
+
+    @property
+    def max_len(self) -> int:
+        """The length bucket: positions of every decode's cache."""
+        return self.cache.max_len
+
+    def reserve(self, max_len: int | None = None, max_rows: int = 1) -> None:
+        """Size the cache: max_len positions (the length bucket, rounded up to LEN_MULTIPLE, at
+        most max_seq_len; None keeps it) and room for max_rows rows (bucketed). A new length
+        drops every bucket and graph. ConfigError while a decode holds the cache."""
+        if self.cache.busy:
+            raise ConfigError("static step: the cache is in use by a decode")
+        limit = self.model.config.max_seq_len
+        if max_len is not None and bucket_len(max_len, limit) != self.max_len:
+            self.release()
+            self.cache = StaticCache(self.model, max_len, self.cache.static_addresses)
+        self._room(bucket_rows(max_rows))
 
     def borrow(self, n_rows: int, max_len: int) -> StaticDecode | None:
-        """A decode of n_rows rows with room for max_len positions on its bucket's cache (rows
-        and length bucketed, empty, every row starting at 0), or None while that cache is
-        still used by another decode (the caller then decodes eagerly)."""
-        rows, length = bucket_rows(n_rows), bucket_len(max_len, self.model.config.max_seq_len)
-        bucket = self._bucket(rows, length)
-        if bucket.lent_to is not None and bucket.lent_to() is not None:
-            log.debug("static cache (%d rows, %d positions) busy: eager decode", rows, length)
+        """A decode of n_rows rows with room for max_len positions on its row bucket of the
+        cache (empty, every row starting at 0), or None (the caller then decodes eagerly) when
+        max_len is over the length bucket or another decode holds the cache."""
+        if max_len < 1:
+            raise ConfigError(f"cache max_len must be >= 1, got {max_len}")
+        if max_len > self.max_len:
+            level = logging.DEBUG if self._told_long else logging.INFO
+            self._told_long = True
+            log.log(level, "a decode of %d positions is longer than the static step's %d: it "
+                    "runs eagerly", max_len, self.max_len)
             return None
+        if not self._room(bucket_rows(n_rows)):
+            log.debug("static cache busy: eager decode")
+            return None
+        bucket = self.cache.bucket(bucket_rows(n_rows))
         bucket.starts.zero_()
         cache = KVCache(keys=bucket.keys, values=bucket.values, starts=bucket.starts)
         decode = StaticDecode(self, bucket, cache, n_rows)
-        bucket.lent_to = weakref.ref(decode)
+        self.cache.lent_to = weakref.ref(decode)
         return decode
 
     def release(self) -> None:
-        """Drop every bucket's cache and compiled graph (they are made again when needed)."""
-        self._buckets.clear()
-        self._graphs.clear()
-        self._tokens.clear()
+        """Drop the cache, every bucket and graph (they are made again when needed)."""
+        self.cache.release()
+        self._runs.clear()
 
-    def warm_up(self, n_rows: int, max_len: int, token_shape: tuple[int, ...] = (1,)) -> None:
-        """Compile (and, on CUDA, record) the graph of one bucket with dummy tokens: token_shape
-        (1,) for a Decoder, (R, 1) for a ColumnDecoder of R-row columns."""
-        decode = self.borrow(n_rows, max_len)
-        if decode is None:
-            raise ConfigError("static step warm-up: the bucket's cache is in use")
-        weight = self.model.tok_emb.weight
-        tokens = torch.zeros((n_rows, *token_shape), dtype=torch.long, device=weight.device)
-        with torch.no_grad():
-            for _ in range(3):  # CUDA graph trees warm up once, then record, then replay
-                decode.step(tokens)
+    def warm_up(self, max_rows: int, token_shape: tuple[int, ...] = (1,)) -> int:
+        """Capture (or compile and run) the step of every row bucket up to max_rows rows, fed
+        token_shape per row ((1,) for a Decoder, (R, 1) for a ColumnDecoder of R-row columns),
+        on dummy tokens; buffers are left as they were. → graphs made now (0 if all exist, or
+        for an eager static step). ConfigError while a decode holds the cache."""
+        self.reserve(max_rows=max_rows)
+        before = self.captures
+        device = self.model.tok_emb.weight.device
+        for rows in row_buckets(max_rows):
+            bucket = self.cache.bucket(rows)
+            buffer = self.cache.token_buffer((rows, *token_shape), device)
+            if self.mode == "eager" or (rows, tuple(token_shape)) in self._runs:
+                continue
+            with plain_tensors():
+                bucket.position.zero_()
+                run = self._run_for(bucket, buffer, 0)
+                if self.compiler is not None:  # compile now, and record (in this thread)
+                    saved = Saved.of(bucket, 0)
+                    for _ in range(WARM_UP_STEPS):
+                        run()
+                        saved.restore()
+        return self.captures - before
 
-    def _bucket(self, rows: int, length: int) -> _Bucket:
-        bucket = self._buckets.get((rows, length))
-        if bucket is None:
-            cache = self.model.new_cache(rows, length)
-            device = cache.keys.device
-            bucket = _Bucket(keys=cache.keys, values=cache.values,
-                             starts=torch.zeros(rows, dtype=torch.long, device=device),
-                             position=torch.zeros((), dtype=torch.long, device=device))
-            if self.compiled:  # a recorded graph reads and writes these where they are
-                for tensor in (bucket.keys, bucket.values, bucket.starts, bucket.position):
-                    torch._dynamo.mark_static_address(tensor)
-            self._buckets[(rows, length)] = bucket
-        return bucket
+    def _room(self, rows: int) -> bool:
+        """Make sure the cache has `rows` rows (a larger one drops every bucket and graph);
+        False while a decode holds it."""
+        if self.cache.busy:
+            return False
+        if self.cache.rows < rows:
+            self.release()
+            self.cache.allocate(rows)
+            log.debug("static cache: %d rows × %d positions, %.1f MiB", rows, self.max_len,
+                      self.cache.nbytes / 2**20)
+        return True
 
-    def token_buffer(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        """A static int64 input [B, 1] or [B, R, 1], shared by the buckets of B rows; padding
-        rows hold 0 or an id an earlier decode left (any id: their outputs are dropped)."""
-        buffer = self._tokens.get(shape)
-        if buffer is None:
-            buffer = torch.zeros(shape, dtype=torch.long, device=device)
-            if self.compiled:
-                torch._dynamo.mark_static_address(buffer)
-            self._tokens[shape] = buffer
-        return buffer
+    def run(self, bucket: Bucket, tokens: torch.Tensor, at: int) -> torch.Tensor:
+        """One step of `bucket` on its static inputs (tokens: its token buffer; the position
+        holds `at`) → its logits; the bucket's graph is captured (or compiled) the first time."""
+        run = self._runs.get((bucket.rows, tuple(tokens.shape[1:])))
+        if run is None:
+            with plain_tensors():
+                run = self._run_for(bucket, tokens, at)
+        return run()
 
-    def graph(self, rows: int, length: int, token_shape: tuple[int, ...]) -> StepFn:
-        """The step function of one bucket: compiled once, then reused."""
-        key = (rows, length, token_shape)
-        fn = self._graphs.get(key)
-        if fn is None:
-            fn = self.forward if self.compiler is None else self.compiler(self.forward)
-            self._graphs[key] = fn
-        return fn
+    def _run_for(self, bucket: Bucket, tokens: torch.Tensor, at: int) -> Run:
+        """How `bucket` steps on `tokens` from now on: its captured graph replayed, its compiled
+        step, or the static step (eager); kept for the bucket."""
+        def step() -> torch.Tensor:
+            return self.forward(tokens, bucket.keys, bucket.values, bucket.position, bucket.starts)
+
+        if self.graphs is not None:
+            run = self._capture(step, bucket, at)
+        elif self.compiler is not None:
+            run = self._compiled(bucket, tokens)
+        else:
+            run = step
+        self._runs[(bucket.rows, tuple(tokens.shape[1:]))] = run
+        return run
+
+    def _capture(self, step: Run, bucket: Bucket, at: int) -> Run:
+        """Capture `step` at position `at` (its warm-up steps and the capture each reset what
+        they wrote: the position and the entries at `at`) → a run that replays it."""
+        saved = Saved.of(bucket, at)
+        graph = self.graphs()
+        output = graph.capture(step, saved.restore, WARM_UP_STEPS)
+        saved.restore()  # the CPU stand-in's capture ran the step
+        self.captures += 1
+        log.debug("static step captured: %d rows, %d positions", bucket.rows, self.max_len)
+
+        def replay() -> torch.Tensor:
+            graph.replay()
+            return output
+        return replay
+
+    def _compiled(self, bucket: Bucket, tokens: torch.Tensor) -> Run:
+        fn = self.compiler(self.forward)
+        self.captures += 1
+
+        def run() -> torch.Tensor:
+            if hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+                torch.compiler.cudagraph_mark_step_begin()
+            return fn(tokens, bucket.keys, bucket.values, bucket.position, bucket.starts)
+        return run
 
     def forward(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 position: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
@@ -247,11 +349,11 @@ class StaticStep:
 
 @dataclass
 class StaticDecode:
-    """One decode's use of a bucket: its cache (length and starts as in KVCache; `rows` real
-    rows of the bucket's), stepped one position at a time by `step`."""
+    """One decode's use of a row bucket: its cache (length and starts as in KVCache; `rows`
+    real rows of the bucket's), stepped one position at a time by `step`."""
 
     stepper: StaticStep
-    bucket: _Bucket
+    bucket: Bucket
     cache: KVCache
     rows: int
     _position_at: int | None = field(default=None, repr=False)  # cache.length `position` holds
@@ -273,13 +375,10 @@ class StaticDecode:
             else:
                 bucket.starts.copy_(cache.starts)
             cache.starts = bucket.starts
-        shape = (cache.batch_size, *tokens.shape[1:])
-        buffer = self.stepper.token_buffer(shape, tokens.device)
+        buffer = self.stepper.cache.token_buffer((cache.batch_size, *tokens.shape[1:]),
+                                                 tokens.device)
         buffer[: self.rows].copy_(tokens)
-        fn = self.stepper.graph(cache.batch_size, cache.max_len, tuple(shape[1:]))
-        if self.stepper.compiled and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
-            torch.compiler.cudagraph_mark_step_begin()
-        logits = fn(buffer, bucket.keys, bucket.values, bucket.position, bucket.starts)
+        logits = self.stepper.run(bucket, buffer, cache.length)
         cache.advance(1)
         self._position_at = cache.length
         return logits[: self.rows].clone()
@@ -290,15 +389,18 @@ def use_static_step(model: nn.Module, stepper: StaticStep | None) -> None:
     model.__dict__[_ATTR] = stepper
 
 
+def default_static_step(model: nn.Module) -> StaticStep | None:
+    """The stepper the mode (`step_mode`) asks for on the model's device, or None (off)."""
+    device = model.tok_emb.weight.device
+    mode = step_mode(device)
+    if mode == "off":
+        return None
+    return StaticStep(model, graphs=graphs_for(device) if mode == "graph" else None,
+                      compiler=cuda_graph_compiler if mode == "compile" else None)
+
+
 def static_step_for(model: nn.Module) -> StaticStep | None:
-    """The model's stepper, chosen at first use (see the module doc), or None for eager."""
+    """The model's stepper, chosen at first use (`default_static_step`), or None for eager."""
     if _ATTR not in model.__dict__:
-        device = model.tok_emb.weight.device
-        setting = os.environ.get(ENV_VAR, "").strip()
-        if setting not in ("", "0", "1"):
-            raise ConfigError(f"{ENV_VAR} must be 0 or 1 (or unset), got {setting!r}")
-        on_cuda = device.type == "cuda"
-        wanted = setting == "1" or (setting == "" and on_cuda)
-        compiler = cuda_graph_compiler if on_cuda else None
-        use_static_step(model, StaticStep(model, compiler) if wanted else None)
+        use_static_step(model, default_static_step(model))
     return model.__dict__[_ATTR]
