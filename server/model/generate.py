@@ -19,7 +19,6 @@ until the longest is done. A row's tokens depend only on its own inputs and gene
 same seed a job gets the same tokens alone or beside others (up to float rounding in batched
 matrix products, which would have to tie two candidates to change a draw). No device → host
 copy happens in the loops: which rows are active is known from the Python ints given.
-`decode_tokens` and `decode_columns` are the same loops for a uniform batch [B, ...].
 Where the model has a static step (on CUDA by default, see static_step.py), `prepare_rows`
 prefills into that step's bucketed cache and `feed` steps through it (same logits).
 """
@@ -54,11 +53,6 @@ class DecodeState:
     logits: torch.Tensor
     n_steps: int = 0
     static: StaticDecode | None = None
-
-
-def prepare(model: nn.Module, prefix: torch.Tensor, n_new: int) -> DecodeState:
-    """Prefill `prefix` ([B, T] or [B, R, T]) into a cache with room for n_new more positions."""
-    return prepare_rows(model, list(prefix), n_new)
 
 
 def prepare_rows(model: nn.Module, prefixes: Sequence[torch.Tensor], n_new: int) -> DecodeState:
@@ -131,20 +125,6 @@ def _sample_rows(logits: torch.Tensor, active: list[int], params: Params,
 
 
 @torch.no_grad()
-def decode_tokens(
-    model: nn.Module,
-    prefix: torch.Tensor,
-    allowed: Sequence[tuple[int, int]],
-    params: Params,
-    generator: Generators | None,
-) -> torch.Tensor:
-    """prefix [B, T0] ids → the next len(allowed) ids [B, N], token i drawn from allowed[i]."""
-    rows = decode_token_rows(model, list(prefix), allowed, [len(allowed)] * prefix.shape[0],
-                             params, generator)
-    return torch.stack(rows) if rows else prefix.new_zeros(prefix.shape[0], 0)
-
-
-@torch.no_grad()
 def decode_token_rows(
     model: nn.Module,
     prefixes: Sequence[torch.Tensor],
@@ -180,26 +160,6 @@ class ColumnIds:
     level_vocab: int
     pad_id: int
     n_rows: int
-
-
-@torch.no_grad()
-def decode_columns(
-    model: nn.Module,
-    prefix: torch.Tensor,
-    known: torch.Tensor,
-    n_new: int,
-    ids: ColumnIds,
-    params: Params,
-    generator: Generators | None,
-) -> torch.Tensor:
-    """The next n_new frames [B, K, N] (codes 0..V-1) in the delay layout.
-
-    prefix [B, R, T0]: the conditioning columns and the delay columns 0..P-1 of the prompt;
-    known [B, K, P]: the prompt's codes (0..V-1), which fix the slots of prompt frames.
-    """
-    rows = decode_column_rows(model, list(prefix), list(known), [n_new] * prefix.shape[0], ids,
-                              params, generator)
-    return torch.stack(rows)
 
 
 @torch.no_grad()

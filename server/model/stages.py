@@ -39,7 +39,6 @@ from continuo.server.model.generate import (
     Params,
     decode_column_rows,
     decode_token_rows,
-    decode_tokens,
     window_rounds,
 )
 from continuo.server.model.layouts import (
@@ -111,10 +110,9 @@ class SemanticStage:
     ) -> torch.Tensor:
         """prompt [B, S] semantic tokens (S >= 1) → the continuation [B, n_new]."""
         _check_shape(prompt, (None, None), "semantic prompt [B, S]")
-        ids = add_offset(prompt, 0, self.config.vocab_size)
-        allowed = [self.config.vocab.slice("semantic")] * n_new
-        new = decode_tokens(model, ids, allowed, params or self.config.sampling, generator)
-        return remove_offset(new, 0, self.config.vocab_size)
+        rows = self.generate_rows(model, list(prompt), [n_new] * prompt.shape[0], params,
+                                  generator)
+        return torch.stack(rows) if rows else prompt.new_zeros(0, n_new)
 
     def generate_rows(
         self,
@@ -222,20 +220,6 @@ class _AcousticStage:
             targets = torch.cat([ignored, delay(codes[None], IGNORE_INDEX)[0]], dim=1)
         return TrainingExample(inputs=seq[..., :-1], targets=targets.long())
 
-    def _decode(
-        self,
-        model: nn.Module,
-        cond: torch.Tensor,
-        known: torch.Tensor,
-        n_new: int,
-        params: Params,
-        generator: Generators | None,
-    ) -> torch.Tensor:
-        """cond and the known codes [B, K, P] → the next n_new frames [B, K, n_new]."""
-        rows = self._decode_rows(model, list(cond), list(known), [n_new] * known.shape[0], params,
-                                 generator)
-        return torch.stack(rows)
-
     def _decode_rows(
         self,
         model: nn.Module,
@@ -320,24 +304,17 @@ class CoarseStage(_AcousticStage):
         tokens cover (S · 3 − P). semantic None: acoustic tokens alone (the ablation; needs
         n_new, and a stage trained with semantic_dropout to be meaningful)."""
         if semantic is None:
-            if n_new is None or n_new < 0:
-                raise ValueError(f"acoustic-only coarse generation needs n_new >= 0, got {n_new}")
-            _check_shape(prompt, (None, self.n_levels, None), "coarse prompt [B, Q', P]")
-            empty = prompt.new_zeros((prompt.shape[0], 0))
-            return self._decode(model, empty, prompt, n_new, params or self.config.sampling,
-                                generator)
-        _check_shape(semantic, (None, None), "semantic [B, S]")
-        _check_shape(prompt, (semantic.shape[0], self.n_levels, None), "coarse prompt [B, Q', P]")
-        covered = semantic.shape[1] * self.config.frames_per_semantic
-        n_new = covered - prompt.shape[2] if n_new is None else n_new
-        if n_new < 0 or prompt.shape[2] + n_new > covered:
-            raise ValueError(
-                f"{prompt.shape[2]} prompt + {n_new} new coarse frames exceed the {covered} "
-                f"frames that {semantic.shape[1]} semantic tokens cover"
-            )
-        return self._decode(
-            model, semantic, prompt, n_new, params or self.config.sampling, generator
-        )
+            if n_new is None:
+                raise ValueError("acoustic-only coarse generation needs n_new")
+            rows = [None] * prompt.shape[0]
+        else:
+            _check_shape(semantic, (None, None), "semantic [B, S]")
+            covered = semantic.shape[1] * self.config.frames_per_semantic
+            n_new = covered - prompt.shape[-1] if n_new is None else n_new
+            rows = list(semantic)
+        _check_shape(prompt, (len(rows), self.n_levels, None), "coarse prompt [B, Q', P]")
+        return torch.stack(self.generate_rows(model, rows, list(prompt), [n_new] * len(rows),
+                                              params, generator))
 
     def generate_rows(
         self,
@@ -356,9 +333,9 @@ class CoarseStage(_AcousticStage):
             _check_shape(p, (self.n_levels, None), "coarse prompt [Q', P]")
             if s is not None:
                 _check_shape(s, (None,), "semantic [S]")
-            if n < 0:
-                raise ValueError(f"coarse generation needs n_new >= 0, got {n}")
-            if s is not None and p.shape[1] + n > s.shape[0] * per:
+            if s is None and n < 0:
+                raise ValueError(f"acoustic-only coarse generation needs n_new >= 0, got {n}")
+            if s is not None and (n < 0 or p.shape[1] + n > s.shape[0] * per):
                 raise ValueError(f"{p.shape[1]} prompt + {n} new coarse frames exceed the "
                                  f"{s.shape[0] * per} frames that {s.shape[0]} semantic tokens "
                                  "cover")
