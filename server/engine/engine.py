@@ -492,7 +492,7 @@ def _ahead_s(job: Job, now: float) -> float | None:
     return None if due is None else round(due - now, 4)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (the worker's lists of work)
 class _Work:
     """One job's chunk in the worker's hands: the sampling, chunk and params revision taken
     under the lock, the label (params, preset) its audio will carry, whether a block is made
