@@ -163,3 +163,40 @@ def test_jobs_streamed_together_get_what_each_gets_alone(
         assert torch.equal(state.semantic, states[j].semantic)
     if n_jobs > 1:  # the jobs made different music (the check is not trivially equal)
         assert not np.array_equal(blocks[0][0].audio[:500], blocks[0][1].audio[:500])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("static", [False, True])
+def test_on_cuda_the_token_loops_never_wait_for_the_device(decoder: Decoder,
+                                                          columns: ColumnDecoder,
+                                                          static: bool) -> None:
+    """No host round trip inside decoding: torch's sync debug mode turns any synchronising call
+    (a copy to the host, .item(), a pageable copy to the device) into an error. Sampling, the
+    ragged rows' bookkeeping and the delay columns all stay on the device; only the tokens'
+    final copy (after the loop) waits. Eager steps and the static step (warmed first)."""
+    from continuo.server.model.static_step import StaticStep, use_static_step
+    from continuo.server.model.step_graph import graphs_for
+
+    device = torch.device("cuda")
+    models = [copy.deepcopy(decoder).to(device), copy.deepcopy(columns).to(device)]
+    for model in models:
+        use_static_step(model, StaticStep(model, graphs=graphs_for(device)) if static else None)
+    ids = ColumnIds(offset=4, level_vocab=12, pad_id=0, n_rows=4)
+
+    def run() -> None:
+        gens = [torch.Generator(device=device).manual_seed(s) for s in SEEDS]
+        decode_token_rows(models[0], [torch.randint(0, 48, (n,), device=device)
+                                      for n in (6, 11, 3, 8)],
+                          [(0, 48)] * 9, [7, 2, 9, 1], PARAMS, gens)
+        decode_column_rows(models[1], [torch.randint(1, 40, (4, n), device=device)
+                                       for n in (9, 3, 6, 12)],
+                           [torch.randint(0, 12, (3, p), device=device) for p in (5, 0, 2, 7)],
+                           [4, 6, 1, 2], ids, PARAMS, gens)
+
+    run()  # warms allocations, sampling settings and (static) captures
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -87,3 +87,14 @@ class DevicePolicy:
             where += f" ({torch.cuda.get_device_name(self.device)})"
         asked = "" if self.precision == self.requested else f" (preset: {self.requested})"
         return f"{where}, precision {self.precision}{asked}"
+
+
+def host_values(values: list, device: torch.device, dtype: torch.dtype = torch.long
+                ) -> torch.Tensor:
+    """A few host numbers (row indices, lengths) as a tensor on `device`. On a GPU they go
+    through pinned memory, copied without waiting for the device: a plain copy from pageable
+    memory synchronises the stream, which the token loops never do."""
+    tensor = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

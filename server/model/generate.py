@@ -34,12 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from continuo.server.errors import ConfigError
+from continuo.server.model.device import host_values
 from continuo.server.model.kv_cache import KVCache
-from continuo.server.model.sampling import Generators, SamplingParams, pick_rows, sample
+from continuo.server.model.sampling import Generators, SamplingParams, sample
 from continuo.server.model.static_step import StaticDecode, static_step_for
 
 Params = SamplingParams | Sequence[SamplingParams]
 W = TypeVar("W")
+_GREEDY = SamplingParams(temperature=0.0)
 
 
 @dataclass
@@ -112,16 +114,14 @@ def _check_generator(params: Params, generator: Generators | None) -> None:
 def _sample_rows(logits: torch.Tensor, active: list[int], params: Params,
                  generator: Generators | None, allowed: tuple[int, int] | None = None
                  ) -> torch.Tensor:
-    """Sample the active rows of logits [B, V] or [B, K, V] → ids [B] or [B, K]; inactive rows
-    get 0 and draw nothing from their generators."""
-    if len(active) == logits.shape[0]:
-        return sample(logits, params, generator, allowed=allowed)
-    index = torch.tensor(active, device=logits.device)
-    drawn = sample(logits[index], pick_rows(params, active), pick_rows(generator, active),
-                   allowed=allowed)
-    out = drawn.new_zeros(logits.shape[:-1])
-    out[index] = drawn
-    return out
+    """Sample logits [B, V] or [B, K, V] → ids [B] or [B, K], drawing only for the active rows:
+    the others are taken greedily (their ids are not used), which draws nothing from their
+    generators. No row is gathered or scattered, so nothing is copied to the device."""
+    if len(active) < logits.shape[0]:
+        items = [params] * logits.shape[0] if isinstance(params, SamplingParams) else params
+        keep = set(active)
+        params = [p if b in keep else _GREEDY for b, p in enumerate(items)]
+    return sample(logits, params, generator, allowed=allowed)
 
 
 @torch.no_grad()
@@ -206,8 +206,8 @@ class _DelaySlots:
         self.n_prompt = max(k.shape[1] for k in known)
         # prompts right-aligned [B, K, P]: frame P_b + d of row b sits at index P + d
         self.known = torch.stack([F.pad(k, (self.n_prompt - k.shape[1], 0)) for k in known])
-        self.lengths = torch.tensor([k.shape[1] for k in known], device=device)[:, None]  # [B, 1]
-        self.n_new = torch.tensor(list(n_new), device=device)[:, None]  # [B, 1]
+        self.lengths = host_values([k.shape[1] for k in known], device)[:, None]  # [B, 1]
+        self.n_new = host_values(list(n_new), device)[:, None]  # [B, 1]
         self.levels = torch.arange(self.n_levels, device=device)  # [K]
 
     def column(self, s: int, codes: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from continuo.server.errors import ConfigError
+from continuo.server.model.device import host_values
 
 
 @dataclass
@@ -133,7 +134,7 @@ class KVCache:
         n, end = part.length, self.length
         if n > end:
             raise ConfigError(f"KV cache: {n} positions do not fit before position {end}")
-        index = torch.tensor(rows, device=self.keys.device)
+        index = host_values(rows, self.keys.device)
         self.keys[:, index, :, end - n: end] = part.keys[:, :, :, :n]
         self.values[:, index, :, end - n: end] = part.values[:, :, :, :n]
         if self.starts is None:

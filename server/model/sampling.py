@@ -26,6 +26,7 @@ from typing import TypeVar
 import torch
 
 from continuo.server.errors import ConfigError
+from continuo.server.model.device import host_values
 
 # Top-p compares cumulative float32 masses with p; this slack makes a set whose mass is p up to
 # rounding (0.5 + 0.3 summing to 0.79999995) count as reaching p = 0.8, as the maths says.
@@ -222,9 +223,7 @@ def _rows(items: tuple[SamplingParams, ...], shape: tuple[int, ...], device: tor
     per_item = (1,) * (len(row_shape) - 1)
 
     def rows(values: list, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor(values, dtype=dtype, device=device).view(batch, *per_item).expand(
-            row_shape
-        )
+        return host_values(values, device, dtype).view(batch, *per_item).expand(row_shape)
 
     return _Rows(
         items=list(items),
