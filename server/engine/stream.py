@@ -8,11 +8,14 @@ before them (the prompt, then what was generated: in loop mode the music feeds b
 own prompt window this way, as tokens), and returns the audio that is now final. The streaming
 decoder overlaps its decodes (`tokenizers.streaming`), so block seams match a whole decode; it
 holds the last `holdback_frames` back until the next block brings the frames after them.
+`advance_many` advances several jobs' streams at once: each stage decodes all of them in one
+batch (the engine's way of serving many jobs), and each gets the audio it would get alone.
 
 The first audio out starts exactly at the prompt's end, hard-join ready (`seam.codec_join`),
 and the codec's rendering of the prompt's last CROSSFADE_S comes with it as `lead_in`.
 Sampling settings may change from one block to the next (`sampling`: a preset); the seeded
-generator runs on, so the same seed, blocks and settings give the same audio.
+generator runs on (on the pipeline's device), so the same seed, blocks and settings give the
+same audio.
 """
 
 from __future__ import annotations
