@@ -18,6 +18,10 @@ Address = tuple[str, int]
 Inbound = tuple[str | None, Any, Address, float]  # address (None: not OSC), args, sender, time
 MAX_DATAGRAM = 65_536
 RECEIVE_BUFFER_BYTES = 4 << 20
+# Messages waiting for the bridge's loop: more than the kernel buffer holds, so a burst read
+# while the loop is busy (a slider dragged on a loaded machine) is never cut here; with 1,000 a
+# CI run lost the burst's last message, the value that should hold
+QUEUE_MESSAGES = 16_384
 BUNDLE = b"#bundle\0"
 MAX_BUNDLE_DEPTH = 8
 
@@ -33,7 +37,7 @@ class OscInbox:
         self.socket.bind((host, port))
         self.socket.settimeout(0.2)
         self.port = self.socket.getsockname()[1]
-        self.messages: queue.Queue[Inbound] = queue.Queue(maxsize=1000)
+        self.messages: queue.Queue[Inbound] = queue.Queue(maxsize=QUEUE_MESSAGES)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="osc-inbox", daemon=True)
 

@@ -19,6 +19,7 @@ from continuation_fixtures import data_root, model_dir_fixture  # noqa: F401 (fi
 from pythonosc.udp_client import SimpleUDPClient
 from server_fixtures import ServerProcess, free_port, server, start_server  # noqa: F401
 
+from continuo.bridge.inbox import OscInbox
 from continuo.bridge.osc import OscError, parse_message
 
 pytestmark = pytest.mark.timeout(300)  # liblo-tools (oscsend, oscdump): .ci/run installs it
@@ -175,3 +176,24 @@ def test_parse_message_checks_every_argument() -> None:
     ):
         with pytest.raises(OscError, match=re.escape(words)):
             parse_message(address, args)
+
+
+def test_a_burst_the_loop_has_not_read_yet_is_kept_whole() -> None:
+    """2,000 datagrams arriving while the bridge's loop is busy (nothing drains the inbox) are
+    all queued, the last one included: it is the value a dragged slider ends on."""
+    inbox = OscInbox("127.0.0.1", 0)
+    inbox.start()
+    try:
+        client = SimpleUDPClient("127.0.0.1", inbox.port)
+        for i in range(2000):
+            client.send_message("/continuo/param", ["temperature", 0.5 + i / 2000])
+            if i % 200 == 199:
+                time.sleep(0.01)  # let the reader thread keep up with the kernel buffer
+        deadline = time.monotonic() + 10
+        while inbox.messages.qsize() < 2000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert inbox.messages.qsize() == 2000
+        last = list(inbox.messages.queue)[-1]
+        assert last[0] == "/continuo/param" and last[1][1] == pytest.approx(0.5 + 1999 / 2000)
+    finally:
+        inbox.close()
