@@ -266,11 +266,10 @@ class Continuation:
         tokens = list(prompts)
         plans = [_windows(p.shape[0], p.shape[0] + n, window)
                  for p, n in zip(prompts, n_new, strict=True)]
-        for rows, windows in window_rounds(plans):
-            pairs = list(zip(rows, windows, strict=True))
+        for rows, pairs in window_rounds(plans):
             new = stage.generate_rows(
                 model, [tokens[b][start:done] for b, (start, done, _) in pairs],
-                [end - done for _, done, end in windows], pick_rows(params, rows),
+                [end - done for _, (_, done, end) in pairs], pick_rows(params, rows),
                 pick_rows(gens, rows))
             for b, t in zip(rows, new, strict=True):
                 tokens[b] = torch.cat([tokens[b], t])
@@ -296,8 +295,7 @@ class Continuation:
         coarse = [c[:q] for c in codes]
         plans = [_windows(c.shape[1] // u, n // u, stage.config.window_frames // u)
                  for c, n, u in zip(codes, n_frames, units, strict=True)]
-        for rows, windows in window_rounds(plans):
-            pairs = list(zip(rows, windows, strict=True))
+        for rows, pairs in window_rounds(plans):
             new = stage.generate_rows(
                 model, [None if semantic[b] is None else semantic[b][start:end]
                         for b, (start, _, end) in pairs],

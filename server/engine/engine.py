@@ -335,10 +335,10 @@ class Engine:
         batch (its chunk sent) as soon as it has its chunk. A job that fails ends alone."""
         work = [w for w in work if self._opened(w)]
         while work:
-            need = [w for w in work if len(w.job.buffer) < w.chunk.n_samples and not w.job.ended]
+            need = [w for w in work if not (w.job.ended or w.has_chunk)]
             if need:
                 self._advance(need)
-            done = [w for w in work if w.job.ended or len(w.job.buffer) >= w.chunk.n_samples]
+            done = [w for w in work if w.job.ended or w.has_chunk]
             for w in done:
                 self._finish(w)
             work = [w for w in work if w not in done]
@@ -346,7 +346,7 @@ class Engine:
     def _opened(self, w: _Work) -> bool:
         """Start the job's stream if new (its prompt encoded); False (job ended) if it fails."""
         job = w.job
-        w.fresh = len(job.buffer) < w.chunk.n_samples
+        w.fresh = not w.has_chunk
         if not w.fresh:  # the buffer left over from an earlier block holds the chunk
             w.label = job.buffer_label or w.label
         if job.stream is None:
@@ -508,3 +508,8 @@ class _Work:
     wall_s: float = 0.0
     rounds: int = 0
     batch_rows: int = 0
+
+    @property
+    def has_chunk(self) -> bool:
+        """The job's buffer holds the whole chunk (nothing more to generate for it)."""
+        return len(self.job.buffer) >= self.chunk.n_samples

@@ -88,12 +88,12 @@ def prepare_rows(model: nn.Module, prefixes: Sequence[torch.Tensor], n_new: int)
     return DecodeState(cache=cache, logits=torch.stack(last), n_steps=1, static=static)
 
 
-def window_rounds(plans: Sequence[Sequence[W]]) -> Iterator[tuple[list[int], list[W]]]:
+def window_rounds(plans: Sequence[Sequence[W]]) -> Iterator[tuple[list[int], list[tuple[int, W]]]]:
     """Rows whose work comes in windows (each conditioned on the one before) decoded together:
-    round r yields the rows that have an r-th window and those windows."""
+    round r yields the rows that have an r-th window, and (row, window) for each of them."""
     for r in range(max(map(len, plans), default=0)):
         rows = [b for b, plan in enumerate(plans) if r < len(plan)]
-        yield rows, [plans[b][r] for b in rows]
+        yield rows, [(b, plans[b][r]) for b in rows]
 
 
 def feed(model: nn.Module, state: DecodeState, tokens: torch.Tensor) -> DecodeState:

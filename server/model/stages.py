@@ -439,12 +439,11 @@ class FineStage(_AcousticStage):
         plans = [fine_windows(p.shape[1], co.shape[1], c.window_frames, c.context_frames)
                  for co, p in zip(coarse, prompts, strict=True)]
         fine = list(prompts)
-        for rows, windows in window_rounds(plans):
-            pairs = list(zip(rows, windows, strict=True))
+        for rows, pairs in window_rounds(plans):
             new = self._decode_rows(
                 model, [coarse[b][:, start:end] for b, (start, _, end) in pairs],
                 [fine[b][:, start:done] for b, (start, done, _) in pairs],
-                [end - done for _, done, end in windows],
+                [end - done for _, (_, done, end) in pairs],
                 pick_rows(params or c.sampling, rows), pick_rows(generator, rows),
             )
             for b, codes in zip(rows, new, strict=True):
