@@ -117,7 +117,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, help="stop this sitting after this many minutes")
     p.add_argument("--batch-size", type=int, default=8, help="crops per step (default 8)")
     p.add_argument("--crop-seconds", type=float, default=1.0, help="crop length (default 1.0)")
-    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
+    p.add_argument("--lr", type=float,
+                   help="AdamW learning rate (default 3e-4 for a new run; on resume the run's "
+                        "own unless given, e.g. lower for a last sitting)")
     p.add_argument("--warmup-steps", type=int, default=300,
                    help="steps with the quantiser bypassed before its k-means init (default 300)")
     p.add_argument("--discriminator", action="store_true",

@@ -114,6 +114,32 @@ def test_resume_continues_exactly_where_it_stopped(data_dir: Path, tmp_path: Pat
         assert torch.allclose(tensor, two[name], atol=1e-5), name
 
 
+def test_resume_keeps_the_runs_learning_rate_unless_one_is_given(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """A resumed sitting runs at the run's own rate; `--lr` on resume changes only the rate."""
+
+    def stored_lr(run: Path) -> float:
+        ckpt = load_training_checkpoint(run / "checkpoint", KIND)
+        return ckpt.optimizers["optimizer"]["param_groups"][0]["lr"]
+
+    run = tmp_path / "run"
+    train_codec(data_dir, run, TINY, quick(steps=4, eval_every=1000), progress=False)
+    assert stored_lr(run) == 2e-3
+    train_codec(data_dir, run, TINY, quick(steps=6, eval_every=1000, learning_rate=None),
+                progress=False)
+    assert stored_lr(run) == 2e-3  # not reset to the default of a new run
+    train_codec(data_dir, run, TINY, quick(steps=8, eval_every=1000, learning_rate=5e-4),
+                progress=False)
+    ckpt = load_training_checkpoint(run / "checkpoint", KIND)
+    assert stored_lr(run) == 5e-4 and ckpt.state["step"] == 8
+    assert ckpt.optimizers["optimizer"]["state"]  # Adam's moments kept, not a fresh optimiser
+    fresh = tmp_path / "fresh"
+    train_codec(data_dir, fresh, TINY, quick(steps=2, eval_every=1000, learning_rate=None),
+                progress=False)
+    assert stored_lr(fresh) == 3e-4
+
+
 def test_discriminator_option_trains_and_resumes(data_dir: Path, tmp_path: Path) -> None:
     config = quick(steps=8, discriminator=True, eval_every=1000)
     summary = train_codec(data_dir, tmp_path / "run", TINY, config, progress=False)

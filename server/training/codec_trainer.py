@@ -53,6 +53,7 @@ from continuo.server.training.checkpoint import (
 
 log = logging.getLogger(__name__)
 BEST_METRIC = "si_sdr_db"  # at the top bandwidth; higher is better
+DEFAULT_LR = 3e-4  # AdamW rate of a new run
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ class CodecTrainConfig:
     minutes: float | None = None  # bound on this sitting
     batch_size: int = 8
     crop_seconds: float = 1.0
-    learning_rate: float = 3e-4
+    # None: DEFAULT_LR for a new run, the run's own rate on resume; a number is applied either way
+    # (lower it for a last sitting: the optimiser state is kept, only the rate changes).
+    learning_rate: float | None = None
     betas: tuple[float, float] = (0.5, 0.9)
     weight_decay: float = 1e-2
     grad_clip: float = 10.0
@@ -84,11 +87,13 @@ class CodecTrainConfig:
     loss_weights: L.CodecLossWeights = field(default_factory=L.CodecLossWeights)
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "crop_seconds", "learning_rate", "grad_clip", "init_vectors",
+        positive = ("batch_size", "crop_seconds", "grad_clip", "init_vectors",
                     "eval_every", "eval_clips", "eval_seconds", "checkpoint_minutes", "log_every")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"train {name} must be > 0, got {getattr(self, name)}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigError(f"train learning_rate must be > 0, got {self.learning_rate}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"train steps must be >= 1, got {self.steps}")
         if self.minutes is not None and not self.minutes > 0:
@@ -228,7 +233,8 @@ class CodecTrainer:
         self.device = resolve_device(c.device)
         self.model = SmallCodecModel(model_config).to(self.device).train()
         self.spectral = L.MultiScaleSpectralLoss(model_config.sample_rate).to(self.device)
-        adamw = {"lr": c.learning_rate, "betas": c.betas, "weight_decay": c.weight_decay}
+        adamw = {"lr": c.learning_rate or DEFAULT_LR, "betas": c.betas,
+                 "weight_decay": c.weight_decay}
         self.opt = torch.optim.AdamW(self.model.parameters(), **adamw)
         self.disc = self.opt_d = None
         if c.discriminator:
@@ -246,7 +252,12 @@ class CodecTrainer:
         self.last_eval_step = state.get("last_eval_step")
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(ckpt.torch_rng)
-        log.info("resumed %s at step %d", self.checkpoint_dir, self.step)
+        if self.config.learning_rate is not None:
+            optimizers = [o for o in (self.opt, self.opt_d) if o is not None]
+            for group in (g for o in optimizers for g in o.param_groups):
+                group["lr"] = self.config.learning_rate
+        log.info("resumed %s at step %d, learning rate %.3g", self.checkpoint_dir, self.step,
+                 self.opt.param_groups[0]["lr"])
 
     # --- one step ---------------------------------------------------------------------------
 
