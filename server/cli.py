@@ -176,6 +176,9 @@ def _add_train_lm_common(p: argparse.ArgumentParser, cache_default: str) -> None
     p.add_argument("--window-s", type=float,
                    help="training window, seconds (default: the stage's, 30/10/3 s)")
     p.add_argument("--bandwidth", type=float, default=6.0, help="codec kbps (default 6)")
+    p.add_argument("--init-from", type=Path,
+                   help="model folder (e.g. models/piano) whose <stage>_lm/ a new run starts "
+                        "from: its weights, a fresh optimiser and schedule")
     p.add_argument("--steps", type=int, help="total steps over all sittings (default: no limit)")
     p.add_argument("--minutes", type=float, help="stop this sitting after this many minutes")
     p.add_argument("--batch-size", type=int, default=16, help="windows per step and rank")
@@ -236,7 +239,7 @@ def _train_lm(args: argparse.Namespace, names: list[str], runs: dict[str, Path],
     from continuo.server.training.stage_training import StageOptions, train_stages
 
     options = StageOptions(size=args.size, layout=args.layout, window_s=args.window_s,
-                           bandwidth_kbps=args.bandwidth)
+                           bandwidth_kbps=args.bandwidth, init_from=args.init_from)
     config = LMTrainConfig(
         steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
         learning_rate=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every,

@@ -5,6 +5,7 @@ exactly; `continuo train stage|all` end to end, resumed, and its errors."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,34 @@ def test_load_stage_refuses_damaged_or_foreign_folders(cache: TokenCache, model_
         load_stage(best)
 
 
+def test_a_new_run_starts_from_a_stage_folder(cache: TokenCache, tmp_path: Path) -> None:
+    """`init_from`: the start's weights exactly (float16 export cast back), step 0, fresh
+    optimiser; a folder of another stage or decoder is refused, naming it."""
+    meta = cache.meta["tokenizers"]
+    stage = new_stage("fine", meta, "tiny", "delay", window_s=WINDOW_S)
+    config = LMTrainConfig(steps=6, batch_size=2, crop_seconds=WINDOW_S, eval_windows=4,
+                           learning_rate=1e-2, eval_every=1000, device="cpu")
+    first = LMTrainer(stage, cache.folder, tmp_path / "first", config, False, SINGLE).run()
+    start = tmp_path / "start"
+    assert main(["stage", "export", str(tmp_path / "first" / "best"),
+                 str(start / "fine_lm")]) == 0  # float16, as models/piano ships
+    _, shipped = load_stage(start / "fine_lm")
+
+    again = LMTrainer(stage, cache.folder, tmp_path / "again",
+                      replace(config, init_from=start / "fine_lm", seed=7), False, SINGLE)
+    assert again.step == 0 and not again.opt.state
+    for name, tensor in shipped.state_dict().items():
+        torch.testing.assert_close(again.model.state_dict()[name], tensor.float(), rtol=0,
+                                   atol=0, msg=name)
+    # it starts where the first run's best ended (same held-out windows; float16 weights)
+    assert again.evaluate() == pytest.approx(first.best_valid_loss, abs=0.01)
+
+    flat = new_stage("fine", meta, "tiny", "flat", window_s=WINDOW_S)
+    with pytest.raises(CheckpointError, match=r"fine_lm.*same size, layout and window"):
+        LMTrainer(flat, cache.folder, tmp_path / "flat",
+                  replace(config, init_from=start / "fine_lm"), False, SINGLE)
+
+
 def cli(data: Path, model: Path, command: str, *options: str) -> list[str]:
     """`continuo train COMMAND DATA OPTIONS` with a tiny, quick stage setup."""
     common = ["--model-dir", str(model), "--size", "tiny", "--window-s", str(WINDOW_S),
@@ -153,10 +182,14 @@ def test_cli_trains_all_three_stages_on_one_cache(data_root: Path, model_dir: Pa
                                                       "token_cache"]
 
 
-def test_cli_names_a_missing_model_or_data_folder(data_root: Path, tmp_path: Path,  # noqa: F811
+def test_cli_names_a_missing_model_or_data_folder(data_root: Path, model_dir: Path,  # noqa: F811
+                                                  tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     out = str(tmp_path / "run")
     assert main(cli(data_root, tmp_path / "nomodel", "stage fine", "--out", out)) == 2
     assert "nomodel: not a model folder" in capsys.readouterr().err
     assert main(cli(tmp_path / "nodata", tmp_path, "all", "--out", out)) == 2
     assert "nodata: not a data folder" in capsys.readouterr().err
+    assert main(cli(data_root, model_dir, "stage fine", "--out", out, "--steps", "1",
+                    "--init-from", str(model_dir))) == 2  # it has codec/ and semantic/ only
+    assert f"{model_dir / 'fine_lm'}" in capsys.readouterr().err

@@ -46,6 +46,7 @@ from continuo.server.model.loading import KIND, stage_to_dict
 from continuo.server.model.stage_api import IGNORE_INDEX, Stage, TokenWindow
 from continuo.server.training.checkpoint import (
     has_checkpoint,
+    load_model_folder,
     load_training_checkpoint,
     save_model_folder,
     save_training_checkpoint,
@@ -81,6 +82,10 @@ class LMTrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
+    # A stage folder (e.g. models/piano/coarse_lm) whose weights a NEW run starts from, with a
+    # fresh optimiser and schedule from step 0 (e.g. the stages again after the codec changed,
+    # or on a user's own audio). Ignored when RUN_DIR has a checkpoint.
+    init_from: Path | None = None
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "crop_seconds", "learning_rate", "grad_clip", "eval_every",
@@ -167,6 +172,8 @@ class LMTrainer:
             min_ratio=config.min_lr_ratio))
         self.step, self.best, self.valid_loss = 0, None, None
         saved_rng = self._restore() if has_checkpoint(self.checkpoint_dir) else None
+        if saved_rng is None and config.init_from is not None:
+            self._start_from(Path(config.init_from))
         # Dropout draws: rank 0 continues the saved RNG; other ranks get their own seeds.
         if saved_rng is not None and self.dist.is_main:
             torch.set_rng_state(saved_rng)
@@ -217,6 +224,17 @@ class LMTrainer:
         self.valid_loss = ckpt.state.get("valid_loss")
         log.info("resumed %s at step %d", self.checkpoint_dir, self.step)
         return ckpt.torch_rng
+
+    def _start_from(self, folder: Path) -> None:
+        """A new run's weights from a stage folder of the same stage and decoder config."""
+        stored = load_model_folder(folder, KIND, device=self.device)
+        name, decoder = stored.config.get("stage"), stored.config.get("decoder")
+        if name != self.stage.name or decoder != self.record["decoder"]:
+            raise CheckpointError(f"{folder}: a {name!r} stage with decoder {decoder}, not this "
+                                  f"{self.stage.name!r} stage's {self.record['decoder']}; start "
+                                  f"from a stage folder of the same size, layout and window")
+        self.model.load_state_dict(stored.state_dict)  # float16 exports are cast on copy
+        log.info("new run from %s, fresh optimiser and schedule", folder)
 
     # --- one step ---------------------------------------------------------------------------
 

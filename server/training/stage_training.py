@@ -39,12 +39,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class StageOptions:
     """How new stages are sized: decoder size, acoustic layout, training window (None: each
-    stage's own, 30/10/3 s), and the codec bandwidth the tokens are made at."""
+    stage's own, 30/10/3 s), the codec bandwidth the tokens are made at, and a model folder
+    whose `<stage>_lm/` new runs start from (None: random weights)."""
 
     size: str = "small"
     layout: str = "delay"
     window_s: float | None = None
     bandwidth_kbps: float = 6.0
+    init_from: Path | None = None
 
 
 def check_inputs(data_root: Path, model_dir: Path) -> None:
@@ -100,7 +102,8 @@ def train_stages(
         for name in names:
             stage = new_stage(name, cache.meta["tokenizers"], options.size, options.layout,
                               options.window_s)
-            crop = replace(config, crop_seconds=stage.config.window_s)
+            start = None if options.init_from is None else Path(options.init_from) / f"{name}_lm"
+            crop = replace(config, crop_seconds=stage.config.window_s, init_from=start)
             if dist_info.is_main:
                 log.info("training the %s stage into %s", name, run_dirs[name])
             summaries[name] = train_stage(stage, cache_dir, run_dirs[name], crop, progress)
