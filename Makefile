@@ -59,9 +59,11 @@ codec: $(STAMP)
 
 # The embedded model from scratch (a few hours on 2 CPU cores; every step resumes, so run it again
 # after an interruption): data -> codec -> semantic tokenizer -> semantic, coarse, fine stages ->
-# MODEL_OUT. The codec is trained as the shipped one was (EnCodec's loss weights, then a
-# fine-tune with the L1 waveform loss at weight 1). QUICK=1 proves the recipe in minutes: a few
-# pieces, a few steps, tiny stages, into outputs/model-quick (then `make demo-quick`).
+# MODEL_OUT. The codec is trained as the shipped one was: EnCodec's loss weights, then one run
+# resumed with other flags (it counts steps over all sittings): the L1 waveform loss at weight 1
+# (SI-SDR), at 0.3, then at 0.1 with a lower rate (log-mel); exported from its last checkpoint.
+# QUICK=1 proves the recipe in minutes: a few pieces, a few steps, tiny stages, into
+# outputs/model-quick (then `make demo-quick`).
 # On a GPU machine the same recipe trains longer: e.g. `make model STAGE_STEPS_FINE=20000`.
 ifeq ($(QUICK),1)
 MODEL_WORK ?= outputs/model-quick
@@ -70,6 +72,8 @@ DATA_FLAGS ?= --composers oneills1850 --limit 8 --valid-fraction 0.3 --test-frac
 CODEC_FLAGS ?= --warmup-steps 10 --eval-every 20 --eval-clips 2 --batch-size 4
 CODEC_STEPS ?= 40
 CODEC_TUNE_STEPS ?= 60
+CODEC_MEL_STEPS ?= 70
+CODEC_FINAL_STEPS ?= 80
 CLUSTERS ?= 32
 STAGE_FLAGS ?= --size tiny --window-s 1.2 --batch-size 4 --eval-every 10 --warmup-steps 5
 STAGE_STEPS_SEMANTIC ?= 20
@@ -81,7 +85,9 @@ MODEL_OUT ?= models/piano
 DATA_FLAGS ?= --max-hours 4
 CODEC_FLAGS ?=
 CODEC_STEPS ?= 7500
-CODEC_TUNE_STEPS ?= 11000
+CODEC_TUNE_STEPS ?= 31500
+CODEC_MEL_STEPS ?= 41400
+CODEC_FINAL_STEPS ?= 46000
 CLUSTERS ?= 512
 STAGE_FLAGS ?= --size small --amp bf16 --lr 1e-3 --warmup-steps 50 --eval-every 100
 STAGE_STEPS_SEMANTIC ?= 400
@@ -96,7 +102,11 @@ model: $(STAMP)
 	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec --steps $(CODEC_STEPS) $(CODEC_FLAGS)
 	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
 		--init-from $(MODEL_WORK)/codec/best --wave-weight 1 --lr 1e-4 --steps $(CODEC_TUNE_STEPS)
-	$(CONTINUO) codec export $(MODEL_WORK)/codec-tune/best $(MODEL_OUT)/codec
+	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
+		--wave-weight 0.3 --lr 1e-4 --steps $(CODEC_MEL_STEPS)
+	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
+		--wave-weight 0.1 --lr 5e-5 --steps $(CODEC_FINAL_STEPS)
+	$(CONTINUO) codec export $(MODEL_WORK)/codec-tune/checkpoint $(MODEL_OUT)/codec
 	$(CONTINUO) train semantic $(MODEL_DATA) --out $(MODEL_OUT)/semantic --clusters $(CLUSTERS)
 	for stage in semantic coarse fine; do \
 		steps=$$(case $$stage in semantic) echo $(STAGE_STEPS_SEMANTIC);; \
