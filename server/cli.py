@@ -133,6 +133,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", type=Path,
                    help="codec folder a new run starts from (e.g. models/piano/codec): "
                         "weights and step count, fresh optimiser")
+    p.add_argument("--codebooks", type=int, nargs="+",
+                   help="codebook counts a step draws from (default: the codec's, 2 4 8 at "
+                        "75 Hz); e.g. 8 for a last sitting at the 6 kbps the stages use")
     p.set_defaults(func=_run_train_codec)
 
     p = tsub.add_parser("semantic", help="fit the semantic tokenizer's k-means on a data folder")
@@ -204,6 +207,7 @@ def _run_train_codec(args: argparse.Namespace) -> None:
         discriminator=args.discriminator, eval_every=args.eval_every,
         eval_clips=args.eval_clips, device=args.device, init_from=args.init_from,
         loss_weights=CodecLossWeights(wave=args.wave_weight),
+        train_codebooks=tuple(args.codebooks) if args.codebooks else None,
     )
     summary = train_codec(args.data, args.out, model, config)
     print(f"stopped by {summary.stopped_by} at step {summary.step} (this sitting from "

@@ -21,7 +21,7 @@ from audio_fixtures import progression_notes, render_piano, tone
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_small_codec import tiny_config
 
-from continuo.server.errors import DataError
+from continuo.server.errors import ConfigError, DataError
 from continuo.server.tokenizers.small_codec import (
     EMA_SUM_SUFFIX,
     KIND,
@@ -195,6 +195,20 @@ def test_cli_ctrl_c_or_kill_saves_a_checkpoint(data_dir: Path, tmp_path: Path,
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state["step"] >= 3
     assert state["train_config"]["batch_size"] == 2
+
+
+def test_a_sitting_can_train_at_chosen_codebook_counts_only(data_dir: Path,
+                                                            tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_codec(data_dir, run, TINY, quick(steps=15, eval_every=1000), progress=False)
+    drawn = {int(v) for s, v in scalars(run, "train/n_q") if s > 5}  # after the warm-up
+    assert drawn == set(TINY.codebook_choices)
+    train_codec(data_dir, run, TINY, quick(steps=30, eval_every=1000, train_codebooks=(4,)),
+                progress=False)
+    assert {int(v) for s, v in scalars(run, "train/n_q") if s > 15} == {4}
+    with pytest.raises(ConfigError, match=r"train codebooks \(9,\): the codec has 4"):
+        train_codec(data_dir, tmp_path / "bad", TINY, quick(train_codebooks=(9,)),
+                    progress=False)
 
 
 def test_new_run_starts_from_a_codec_folder(data_dir: Path, tmp_path: Path) -> None:

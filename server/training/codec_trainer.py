@@ -74,6 +74,9 @@ class CodecTrainConfig:
     init_vectors: int = 8192  # latent vectors the codebooks are k-means-initialised on
     level_augment_db: float = 6.0  # random gain ± this after RMS normalisation
     discriminator: bool = False
+    # Codebook counts a step draws from; None: the codec's codebook_choices (quantiser dropout).
+    # E.g. (8,) for a last sitting at the bandwidth the stages use (6 kbps at 75 Hz).
+    train_codebooks: tuple[int, ...] | None = None
     eval_every: int = 500
     eval_clips: int = 20
     eval_seconds: float = 10.0
@@ -98,6 +101,9 @@ class CodecTrainConfig:
             raise ConfigError(f"train steps must be >= 1, got {self.steps}")
         if self.minutes is not None and not self.minutes > 0:
             raise ConfigError(f"train minutes must be > 0, got {self.minutes}")
+        if self.train_codebooks is not None and (
+                not self.train_codebooks or min(self.train_codebooks) < 1):
+            raise ConfigError(f"train codebooks must be >= 1, got {self.train_codebooks}")
         if self.warmup_steps < 0 or self.level_augment_db < 0:
             raise ConfigError("train warmup_steps and level_augment_db must be >= 0")
 
@@ -230,6 +236,10 @@ class CodecTrainer:
 
     def _build(self, model_config: SmallCodecConfig) -> None:
         c = self.config
+        self.codebook_choices = c.train_codebooks or model_config.codebook_choices
+        if max(self.codebook_choices) > model_config.n_codebooks:
+            raise ConfigError(f"train codebooks {self.codebook_choices}: the codec has "
+                              f"{model_config.n_codebooks}")
         self.device = resolve_device(c.device)
         self.model = SmallCodecModel(model_config).to(self.device).train()
         self.spectral = L.MultiScaleSpectralLoss(model_config.sample_rate).to(self.device)
@@ -295,7 +305,7 @@ class CodecTrainer:
         x = self._batch()
         n_q = 0
         if self.model.quantizer_initialized:
-            n_q = int(self.rng.choice(self.model.config.codebook_choices))
+            n_q = int(self.rng.choice(self.codebook_choices))
         out = self.model(x, n_q)
         terms = {"wave": (out.audio - x).abs().mean(), "spectral": self.spectral(out.audio, x),
                  "commit": out.commit_loss}
