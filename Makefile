@@ -61,7 +61,8 @@ codec: $(STAMP)
 # after an interruption): data -> codec -> semantic tokenizer -> semantic, coarse, fine stages ->
 # MODEL_OUT. The codec is trained as the shipped one was: EnCodec's loss weights, then one run
 # resumed with other flags (it counts steps over all sittings): the L1 waveform loss at weight 1
-# (SI-SDR), at 0.3, then at 0.1 with a lower rate (log-mel); exported from its last checkpoint.
+# (SI-SDR), at 0.3, then at 0.1 with lower rates, the last sitting at 6 kbps only (log-mel);
+# exported from its last checkpoint.
 # QUICK=1 proves the recipe in minutes: a few pieces, a few steps, tiny stages, into
 # outputs/model-quick (then `make demo-quick`).
 # On a GPU machine the same recipe trains longer: e.g. `make model STAGE_STEPS_FINE=20000`.
@@ -73,7 +74,8 @@ CODEC_FLAGS ?= --warmup-steps 10 --eval-every 20 --eval-clips 2 --batch-size 4
 CODEC_STEPS ?= 40
 CODEC_TUNE_STEPS ?= 60
 CODEC_MEL_STEPS ?= 70
-CODEC_FINAL_STEPS ?= 80
+CODEC_POLISH_STEPS ?= 80
+CODEC_FINAL_STEPS ?= 90
 CLUSTERS ?= 32
 STAGE_FLAGS ?= --size tiny --window-s 1.2 --batch-size 4 --eval-every 10 --warmup-steps 5
 STAGE_STEPS_SEMANTIC ?= 20
@@ -87,7 +89,8 @@ CODEC_FLAGS ?=
 CODEC_STEPS ?= 7500
 CODEC_TUNE_STEPS ?= 31500
 CODEC_MEL_STEPS ?= 41400
-CODEC_FINAL_STEPS ?= 46000
+CODEC_POLISH_STEPS ?= 46300
+CODEC_FINAL_STEPS ?= 50000
 CLUSTERS ?= 512
 STAGE_FLAGS ?= --size small --amp bf16 --lr 1e-3 --warmup-steps 50 --eval-every 100
 STAGE_STEPS_SEMANTIC ?= 400
@@ -105,7 +108,9 @@ model: $(STAMP)
 	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
 		--wave-weight 0.3 --lr 1e-4 --steps $(CODEC_MEL_STEPS)
 	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
-		--wave-weight 0.1 --lr 5e-5 --steps $(CODEC_FINAL_STEPS)
+		--wave-weight 0.1 --lr 5e-5 --steps $(CODEC_POLISH_STEPS)
+	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
+		--wave-weight 0.1 --lr 2.5e-5 --codebooks 8 --steps $(CODEC_FINAL_STEPS)
 	$(CONTINUO) codec export $(MODEL_WORK)/codec-tune/checkpoint $(MODEL_OUT)/codec
 	$(CONTINUO) train semantic $(MODEL_DATA) --out $(MODEL_OUT)/semantic --clusters $(CLUSTERS)
 	for stage in semantic coarse fine; do \
