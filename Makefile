@@ -133,7 +133,7 @@ eval: $(STAMP)
 
 # The watermark's figures into docs/reliability.md ("## Watermark"): 40 held-out clips of 10 s
 # through gain, 44.1 kHz, mixing and Vorbis, false positives, audibility, and 3 continuations of
-# the embedded model (server/evaluation/watermark_eval.py; ~5 min on 2 cores).
+# the embedded model (server/evaluation/watermark_eval.py; 1 min on 2 idle cores, 7 beside training).
 watermark: $(STAMP)
 	test -f $(EVAL_DATA)/manifest.json || $(CONTINUO) data piano $(EVAL_DATA) \
 		--exclude models/piano/pieces.txt --valid-fraction 0 --test-fraction 1 --max-hours 1.5
