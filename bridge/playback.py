@@ -13,7 +13,11 @@ passed plays from the frame it reaches (the part already due is counted as late,
 shifted: the bar grid stays where it is). Each chunk's first sample is logged with the DAC time
 sounddevice reports for it, so how far the device timeline drifted from the bar grid is
 measured, not assumed (`Player.starts`), and with the monotonic time it reaches the DAC
-(trigger-to-sound latency).
+(trigger-to-sound latency). PortAudio's JACK host API stamps a block with JACK's clock estimate
+at the moment our callback wakes (jack_frame_time), so the raw stamp carries the callback's
+wake-up delay (over a millisecond now and then on a loaded 2-core machine); `DeviceClock` takes
+it out (a delay only ever adds, so the earliest stamp of recent blocks is the cycle's own),
+while a step in the device timeline (a skipped cycle) still shows within `CLOCK_WINDOW_S`.
 
 A job that starts while another plays takes over at its bar 0 with an equal-power crossfade
 (`fade_s`); `stop_job` fades a job out from the next block. A job's first chunk fades in over
@@ -31,6 +35,7 @@ from __future__ import annotations
 import atexit
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
@@ -42,6 +47,7 @@ from continuo.server.errors import ContinuoError
 from continuo.server.musical_time import Number, beats_to_samples
 
 SWITCH_INTERVAL_S = 0.0005
+CLOCK_WINDOW_S = 0.1
 
 
 class PlaybackError(ContinuoError):
@@ -107,6 +113,31 @@ class PlayerStats:
     starts: list[Start] = field(default_factory=list)
 
 
+class DeviceClock:
+    """The device's DAC clock, from the stamps of the blocks it asked for.
+
+    Each stamp is the DAC time of a block's first frame as reported when the callback ran; it
+    is late by however long the callback took to wake, never early. The DAC time of a frame is
+    its frame time plus the smallest (stamp - frame time) over the blocks of the last
+    `window_s`: wake-up delays drop out, a jump of the timeline against the frame count (a
+    cycle the device skipped) shows once the window has passed it."""
+
+    def __init__(self, rate: int, window_s: float = CLOCK_WINDOW_S) -> None:
+        self.rate, self.window = rate, round(window_s * rate)
+        self._offsets: deque[tuple[int, float]] = deque()  # (frame, stamp - frame / rate)
+
+    def observe(self, frame: int, stamp_s: float) -> float:
+        """A block starting at `frame` was stamped `stamp_s` → its first frame's DAC time."""
+        offsets = self._offsets
+        offset = stamp_s - frame / self.rate
+        while offsets and offsets[-1][1] >= offset:  # a monotone deque: minimum at the front
+            offsets.pop()
+        offsets.append((frame, offset))
+        while offsets[0][0] < frame - self.window:
+            offsets.popleft()
+        return frame / self.rate + offsets[0][1]
+
+
 def ramp(n: int, rising: bool) -> np.ndarray:
     """Equal-power fade of n samples: sin (rising) or cos (falling) of a quarter turn."""
     x = (np.arange(n, dtype=np.float32) + 0.5) / max(n, 1) * (np.pi / 2)
@@ -134,6 +165,7 @@ class Player:
         self._frame = 0  # frames delivered so far
         self._first_origin: int | None = None
         self._wall_at: tuple[int, float] | None = None  # (frame, monotonic time it hits the DAC)
+        self._clock = DeviceClock(samplerate)
         self._started = self._closed = False
         self.device_name = "the default" if device is None else repr(device)
         try:
@@ -261,8 +293,9 @@ class Player:
                 self.stats.underflows += 1
                 self.stats.underflow_frames.append(self._frame)
             start, end = self._frame, self._frame + frames
-            dac = time.outputBufferDacTime  # DAC time of this block's first frame
-            wall = began + (dac - time.currentTime)  # … on the monotonic clock
+            stamp = time.outputBufferDacTime  # DAC time of this block's first frame, as stamped
+            wall = began + (stamp - time.currentTime)  # … on the monotonic clock
+            dac = self._clock.observe(start, stamp)
             self._wall_at = (start, wall)
             for chunk in self._chunks:
                 self._mix(chunk, outdata, start, end, dac, wall)

@@ -1,6 +1,6 @@
 """Playback on JACK (dummy driver, no sound card): 16 bars without the player ever underrunning
 (no late chunk, its callback always well within a period), every chunk starting on its bar (to
-the frame on the grid, and within 1 ms on the device's DAC clock)."""
+the frame on the grid, and within 1 ms on the device's DAC clock: `DeviceClock`)."""
 
 from __future__ import annotations
 
