@@ -29,7 +29,11 @@ def main(cache: str, run_dir: str, steps: str, batch: str, crop_s: str, out: str
     losses = [trainer.train_step()["loss"] for _ in range(int(steps))]
     if trainer.dist.is_main:
         Path(out).write_text(json.dumps(losses))
+    say = f"rank {trainer.dist.rank}:"
+    print(say, "trained", file=sys.stderr, flush=True)  # where it got to, should a rank fail
+    trainer.release()
     trainer.dist.close()
+    print(say, "left the process group", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -141,7 +141,9 @@ def test_ddp_on_two_processes_matches_one_process_on_the_same_global_batch(
            str(TESTS / "lm_ddp_worker.py"), str(cache), str(tmp_path / "ddp"), str(steps),
            str(per_rank), str(crop_s), str(out)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
-    assert done.returncode == 0, done.stderr[-3000:]
+    where = [line for line in done.stderr.splitlines()  # how far each rank got, how it failed
+             if line.startswith("rank ") or "terminate" in line or "Error" in line]
+    assert done.returncode == 0, "\n".join(where) + "\n" + done.stderr[-1500:]
     ddp = json.loads(out.read_text())
 
     c = LMTrainConfig(steps=steps, batch_size=2 * per_rank, crop_seconds=crop_s, warmup_steps=2,

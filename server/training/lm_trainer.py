@@ -25,6 +25,7 @@ makes the averaged gradient that of the global batch exactly. Only rank 0 writes
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -207,6 +208,13 @@ class LMTrainer:
         ids = [self.device.index] if self.device.type == "cuda" else None
         # The decoder's buffers are constants (bucket tables): nothing to sync per step.
         return DistributedDataParallel(self.model, device_ids=ids, forward_sync_buffers=False)
+
+    def release(self) -> None:
+        """Let go of the DDP wrapper, whose reducer holds the process group: it must be gone
+        before the group is destroyed, not left to the interpreter's exit, where gloo's threads
+        can abort the process (SIGABRT, "terminate called without an active exception")."""
+        self.ddp = self.model
+        gc.collect()
 
     def _restore(self) -> torch.Tensor:
         """Load checkpoint/ into the model, optimiser and schedule; returns the saved RNG."""
@@ -399,5 +407,6 @@ def train_stage(stage: Stage, cache_dir: Path, run_dir: Path, config: LMTrainCon
     try:
         return trainer.run()
     finally:
+        trainer.release()
         if not joined:
             trainer.dist.close()
