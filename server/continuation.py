@@ -18,6 +18,13 @@ The pipeline (`Continuation.generate`), at the codec's rate and frame grid:
 2. semantic tokens of the prompt (S) → the semantic stage adds seconds × 25 tokens;
 3. the coarse stage continues the prompt's coarse codes (frames P = 3·S onwards) conditioned on
    all semantic tokens; 4. the fine stage adds the fine codes of the new frames;
+   the stages continue from the prompt minus its last `PROMPT_EDGE_SEMANTIC` semantic frame (and
+   its 3 codec frames) and make that frame again (`drop_edge`): the tokenizers compute it with
+   nothing after it (on 32 held-out clips it differs from the one computed with the true next
+   second in 50 % of clips, the frame before in 6 %; the codec's last three frames in 81, 62
+   and 34 %), an end-of-audio the stages never saw followed by music in training, and on a
+   quiet ending they would start a new note right at the seam (one clip: seam flux 50× the
+   median). The remade frame lies before the seam, so it is heard only in the lead-in;
 5. prompt + new codes are decoded with up to `DECODE_CONTEXT_S` of the prompt as left context,
    and only the new frames' samples are kept: the continuation starts at frame P exactly. Its
    first `SPLICE_S` are shifted so that it starts from the prompt's last sample (a hard join
@@ -61,6 +68,7 @@ log = logging.getLogger(__name__)
 STAGE_FOLDERS = {"semantic": "semantic_lm", "coarse": "coarse_lm", "fine": "fine_lm"}
 STEPS = ("encode", "semantic", "coarse", "fine", "decode")
 DECODE_CONTEXT_S = 1.0  # prompt audio decoded before the seam so the codec's state is warm
+PROMPT_EDGE_SEMANTIC = 1  # the prompt's last semantic frames remade, not continued from
 Progress = Callable[[str], None]  # called with each finished step of STEPS
 
 
@@ -69,9 +77,11 @@ class ContinuationResult:
     """audio [T'] the continuation only (hard-join ready); prompt [T] the prompt as used
     (resampled, trimmed); lead_in [L] the codec's rendering of the prompt's last L samples,
     continuous with audio (L = CROSSFADE_S, less for a short prompt); all at sample_rate (the
-    codec's). semantic [S + N_s], codes [K, P + N] all tokens (prompt first); timings_s per
-    step; tokens: counts of prompt and new tokens and frames; watermarked: whether audio and
-    lead_in carry the watermark (`watermark`)."""
+    codec's). semantic [S + N_s], codes [K, P + N] all tokens (the prompt's kept ones first,
+    then the remade edge and the new ones); timings_s per step; tokens: counts of the prompt's
+    kept tokens and frames (prompt_semantic, prompt_frames), of those made (new_semantic,
+    new_frames; the remade_semantic edge frames included), and the frame the audio starts at
+    (seam_frame); watermarked: whether audio and lead_in carry the watermark (`watermark`)."""
 
     audio: np.ndarray
     prompt: np.ndarray
@@ -211,27 +221,30 @@ class Continuation:
         prompt = self.prepare_prompt(audio, sample_rate)
         with step("encode"):
             semantic, codes, scale = self.encode_prompt(prompt)
+        seam_frame = codes.shape[2]
+        semantic, codes, edge = drop_edge(semantic, codes, tok.frames_per_semantic)
         n_sem = semantic.shape[1]
-        n_frames = (n_sem + n_new_sem) * tok.frames_per_semantic
+        n_frames = (n_sem + edge + n_new_sem) * tok.frames_per_semantic
         with step("semantic"):
             if not acoustic_only:
-                semantic = self.extend_semantic(semantic, n_new_sem, gen)
+                semantic = self.extend_semantic(semantic, edge + n_new_sem, gen)
         with step("coarse"):
             coarse = self.extend_coarse(None if acoustic_only else semantic, codes, n_frames, gen)
         with step("fine"):
             all_codes = self.extend_fine(coarse, codes, gen)
         with step("decode"):
-            lead_in, out = self._decode(all_codes, codes.shape[2], scale, prompt[-1])
+            lead_in, out = self._decode(all_codes, seam_frame, scale, prompt[-1])
         if watermark:  # the lead-in ends where the continuation (sample 0) starts
             rate = self.sample_rate
             lead_in, out = embed(lead_in, rate, -len(lead_in)), embed(out[:n_samples], rate, 0)
-        n_prompt, n_total = codes.shape[2], all_codes.shape[2]
+        n_kept, n_total = codes.shape[2], all_codes.shape[2]
         return ContinuationResult(
             audio=out[:n_samples], prompt=prompt, lead_in=lead_in, sample_rate=self.sample_rate,
             semantic=semantic[0],
             codes=all_codes[0], seed=seed, timings_s=timings, watermarked=watermark,
             tokens={"prompt_semantic": n_sem, "new_semantic": semantic.shape[1] - n_sem,
-                    "prompt_frames": n_prompt, "new_frames": n_total - n_prompt},
+                    "prompt_frames": n_kept, "new_frames": n_total - n_kept,
+                    "remade_semantic": edge, "seam_frame": seam_frame},
         )
 
     def encode_prompt(self, prompt: np.ndarray, codec_samples: int | None = None
@@ -343,6 +356,17 @@ class Continuation:
         n_lead = min(left * hop, round(CROSSFADE_S * codec.sample_rate))
         return codec_join(last_prompt_sample, mono[left * hop - n_lead: left * hop], out,
                           round(SPLICE_S * codec.sample_rate))
+
+
+def drop_edge(semantic: torch.Tensor, codes: torch.Tensor, frames_per_semantic: int,
+              n: int = PROMPT_EDGE_SEMANTIC) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A prompt's semantic tokens [1, S] and codes [1, K, F] without the semantic frames at its
+    end that the stages should remake (n, at most S - 1, and their codec frames; F may be fewer
+    than 3S frames: the codes end where the semantic tokens do) → (semantic, codes, n dropped)."""
+    n = max(0, min(n, semantic.shape[1] - 1, codes.shape[2] // frames_per_semantic - 1))
+    if n == 0:
+        return semantic, codes, 0
+    return semantic[:, :-n], codes[:, :, : codes.shape[2] - n * frames_per_semantic], n
 
 
 def _windows(n_known: int, n_total: int, window: int) -> list[tuple[int, int, int]]:

@@ -20,7 +20,7 @@ from continuation_fixtures import (  # noqa: F401 (fixtures)
 )
 
 from continuo.server.cli import main
-from continuo.server.continuation import Continuation
+from continuo.server.continuation import Continuation, drop_edge
 from continuo.server.errors import AudioError, CheckpointError, ConfigError
 from continuo.server.model.stage_config import CoarseStageConfig
 from continuo.server.model.stages import CoarseStage
@@ -48,17 +48,18 @@ def test_continuation_has_exact_length_and_keeps_the_prompt_tail(
     result = pipeline.generate(piano, 44100, seconds=0.6, seed=1, progress=steps.append)
     assert steps == ["encode", "semantic", "coarse", "fine", "decode"]
     assert set(result.timings_s) == set(steps)
-    # 0.6 s = 15 semantic tokens = 45 frames of 320 samples; prompt 0.5 s → 12 tokens (11520)
+    # 0.6 s = 15 semantic tokens = 45 frames of 320 samples; prompt 0.5 s → 12 tokens (11520),
+    # the last of which (3 frames) is remade
     assert result.audio.shape == (15 * 3 * 320,) and result.audio.dtype == np.float32
     assert len(result.prompt) == 12 * 960 and result.sample_rate == SR
-    assert result.tokens == {"prompt_semantic": 12, "new_semantic": 15, "prompt_frames": 36,
-                             "new_frames": 45}
+    assert result.tokens == {"prompt_semantic": 11, "new_semantic": 16, "prompt_frames": 33,
+                             "new_frames": 48, "remade_semantic": 1, "seam_frame": 36}
     assert result.codes.shape == (4, 81) and result.semantic.shape == (27,)
     assert np.isfinite(result.audio).all() and np.abs(result.audio).max() > 0
     whole = pipeline.generate(piano, 44100, seconds=1.0, seed=1)
     assert whole.audio.shape == (25 * 960,)
     odd = pipeline.generate(piano, 44100, seconds=0.61, seed=1)  # not whole semantic frames
-    assert odd.audio.shape == (14640,) and odd.tokens["new_semantic"] == 16  # cut from 16
+    assert odd.audio.shape == (14640,) and odd.tokens["new_semantic"] == 1 + 16  # cut from 16
 
 
 def test_acoustic_only_ablation_skips_the_semantic_stage(pipeline: Continuation,
@@ -66,10 +67,10 @@ def test_acoustic_only_ablation_skips_the_semantic_stage(pipeline: Continuation,
     full = pipeline.generate(piano, 44100, seconds=0.6, seed=1)
     ablation = pipeline.generate(piano, 44100, seconds=0.6, seed=1, acoustic_only=True)
     assert ablation.audio.shape == full.audio.shape
-    assert ablation.tokens["new_semantic"] == 0 and ablation.semantic.shape == (12,)
+    assert ablation.tokens["new_semantic"] == 0 and ablation.semantic.shape == (11,)
     assert ablation.codes.shape == full.codes.shape
-    assert torch.equal(ablation.codes[:, :36], full.codes[:, :36])  # the prompt's own codes
-    assert not torch.equal(ablation.codes[:, 36:], full.codes[:, 36:])
+    assert torch.equal(ablation.codes[:, :33], full.codes[:, :33])  # the prompt's own codes
+    assert not torch.equal(ablation.codes[:, 33:], full.codes[:, 33:])
 
 
 def test_same_seed_same_audio_other_seed_other_audio(pipeline: Continuation,
@@ -105,15 +106,18 @@ def test_continuation_starts_at_the_frame_after_the_prompt(
     result = greedy.generate(piano, 44100, seconds=0.6, watermark=False)  # the codec's own samples
     codec, tok = greedy.tokenizers.codec, greedy.tokenizers
     encoded = codec.encode(torch.from_numpy(result.prompt)[None, None])
-    n_prompt = result.tokens["prompt_frames"]
-    # the prompt's tokens open both streams unchanged, the new ones follow with none missing
+    n_prompt, seam = result.tokens["prompt_frames"], result.tokens["seam_frame"]
+    assert seam == n_prompt + 3 == encoded.codes.shape[2]  # one semantic frame remade
+    # the prompt's tokens open both streams unchanged but for the remade edge, the new ones
+    # follow with none missing
     assert torch.equal(result.codes[:, :n_prompt], encoded.codes[0, :, :n_prompt])
-    assert torch.equal(result.semantic[:12],
-                       torch.from_numpy(tok.semantic.tokenize(result.prompt, SR)).long())
+    assert torch.equal(result.semantic[:11],
+                       torch.from_numpy(tok.semantic.tokenize(result.prompt, SR)[:11]).long())
     # every coarse window was fed the codes right up to the frame it continues from: the
     # prompt's own codes first (its last frame P - 1 included), then the frames made before
     calls = greedy.stages["coarse"][0].calls
-    assert [n for _, n in calls] == [9] * 5  # windows of 12 tokens, 9 known, 3 new
+    # windows of 12 tokens, 9 known and 3 new; the remade one (3 frames) in a last window
+    assert [n for _, n in calls] == [9] * 5 + [3]
     done = n_prompt
     assert torch.equal(calls[0][0], encoded.codes[0, :3, n_prompt - calls[0][0].shape[1]:
                                                   n_prompt])
@@ -126,7 +130,7 @@ def test_continuation_starts_at_the_frame_after_the_prompt(
     # 2 ms (48 samples) shifted to start from the prompt's last sample: the step across the seam
     # is the codec's own step there, not the gap between the original and the codec
     full = codec.decode(EncodedAudio(result.codes[None], encoded.scale))[0, 0].numpy()
-    seam = n_prompt * 320
+    seam *= 320
     np.testing.assert_allclose(result.audio[48:], full[seam + 48:], atol=1e-5)
     assert result.audio[0] - result.prompt[-1] == pytest.approx(full[seam] - full[seam - 1],
                                                                 abs=1e-5)
@@ -194,3 +198,16 @@ def test_presets_validate_and_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="temprature"):
         load_preset(bad)
     assert Preset().semantic.params().temperature == 1.0
+
+
+def test_drop_edge_leaves_at_least_one_semantic_frame_and_its_codes() -> None:
+    semantic, codes = torch.arange(5)[None], torch.arange(2 * 15).reshape(1, 2, 15)
+    kept, kept_codes, n = drop_edge(semantic, codes, 3)
+    assert n == 1 and torch.equal(kept, semantic[:, :4]) and torch.equal(kept_codes,
+                                                                         codes[:, :, :12])
+    kept, kept_codes, n = drop_edge(semantic, codes, 3, n=2)
+    assert n == 2 and kept.shape == (1, 3) and kept_codes.shape == (1, 2, 9)
+    # codes of fewer frames than the semantic tokens cover (the stream encodes only the end)
+    assert drop_edge(semantic, codes[:, :, 9:], 3)[1].shape == (1, 2, 3)
+    one, one_codes, n = drop_edge(semantic[:, :1], codes[:, :, :3], 3)  # nothing left to drop
+    assert n == 0 and one.shape == (1, 1) and one_codes.shape == (1, 2, 3)

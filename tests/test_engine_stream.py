@@ -53,7 +53,7 @@ def run(stream: TokenStream, state: StreamState, asks: list[int]) -> tuple[list[
 def test_blocks_are_as_long_as_asked_and_add_up_to_emitted(stream: TokenStream,
                                                            prompt: np.ndarray) -> None:
     state = stream.start(prompt, SR, seed=1, context_s=0.5)
-    assert state.emitted == 0 and state.semantic.shape == (1, 12)
+    assert state.emitted == 0 and state.semantic.shape == (1, 11)  # 12, the last to be remade
     asks = [1000, 5000, 1, 2880]
     blocks, state = run(stream, state, asks)
     audio = np.concatenate([b.audio for b in blocks])
@@ -61,10 +61,11 @@ def test_blocks_are_as_long_as_asked_and_add_up_to_emitted(stream: TokenStream,
     assert np.isfinite(audio).all() and np.abs(audio).max() > 0
     assert [b.lead_in is not None for b in blocks] == [True, False, False, False]
     assert all(b.n_semantic >= 1 for b in blocks)
-    # nothing is made twice: what came out plus what is held back is all the frames made
+    # nothing is made twice: what came out plus what is held back is all the frames made but
+    # the remade prompt frame (prompt time: heard only in the lead-in)
     made_frames = 3 * sum(b.n_semantic for b in blocks)
     held = stream.holdback_samples + state.skip_samples
-    assert state.emitted + held == made_frames * HOP
+    assert state.emitted + held == (made_frames - 3) * HOP
 
 
 
@@ -73,14 +74,14 @@ def test_the_first_block_leads_in_from_the_prompt_and_streaming_equals_a_whole_d
 ) -> None:
     # context 30 s: the window keeps every token, so state.codes is prompt + continuation
     state = stream.start(prompt, SR, seed=2, context_s=30)
-    n_prompt = state.codes.shape[2]
-    assert n_prompt == 75  # 1 s = 25 semantic frames of 3 codec frames
+    n_kept = state.codes.shape[2]
+    assert n_kept == 72  # 1 s = 25 semantic frames of 3 codec frames, the last to be remade
     blocks, state = run(stream, state, [2000, 3000, 4000, 500, 6000])
     audio = np.concatenate([b.audio for b in blocks])
-    assert state.codes.shape[2] == n_prompt + 3 * sum(b.n_semantic for b in blocks)
+    assert state.codes.shape[2] == n_kept + 3 * sum(b.n_semantic for b in blocks)
     codec = stream.pipeline.tokenizers.codec
     whole = codec.decode(EncodedAudio(state.codes, state.scale))[0].mean(dim=0).numpy()
-    seam = n_prompt * HOP
+    seam = (n_kept + 3) * HOP  # the audio starts where the prompt ends
     reference = whole[seam: seam + len(audio)]
     peak = float(np.abs(reference).max())
     assert peak > 0 and len(whole) >= seam + len(audio)
@@ -132,7 +133,7 @@ def test_same_seed_and_blocks_same_audio_other_seed_other_audio(stream: TokenStr
 
 def test_a_long_stream_keeps_a_bounded_window(stream: TokenStream, prompt: np.ndarray) -> None:
     state = stream.start(prompt, SR, seed=3, context_s=0.5)  # 0.5 s: 12 semantic frames
-    assert state.semantic.shape == (1, 12) and state.codes.shape == (1, 4, 36)
+    assert state.semantic.shape == (1, 11) and state.codes.shape == (1, 4, 33)  # 1 to remake
     prompt_codes = state.codes.clone()
     blocks, state = run(stream, state, [2880] * 8)
     new_semantic = sum(b.n_semantic for b in blocks)
@@ -140,6 +141,6 @@ def test_a_long_stream_keeps_a_bounded_window(stream: TokenStream, prompt: np.nd
     assert state.semantic.shape[1] <= 13
     assert state.codes.shape == (1, 4, 3 * state.semantic.shape[1])
     assert not any(  # the prompt's codes have left the window
-        (state.codes[..., i: i + 36] == prompt_codes).all()
-        for i in range(state.codes.shape[2] - 35))
+        (state.codes[..., i: i + 33] == prompt_codes).all()
+        for i in range(state.codes.shape[2] - 32))
     assert state.emitted == sum(len(b.audio) for b in blocks) >= 8 * 2880

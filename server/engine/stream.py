@@ -12,7 +12,9 @@ holds the last `holdback_frames` back until the next block brings the frames aft
 batch (the engine's way of serving many jobs), and each gets the audio it would get alone.
 
 The first audio out starts exactly at the prompt's end, hard-join ready (`seam.codec_join`),
-and the codec's rendering of the prompt's last CROSSFADE_S comes with it as `lead_in`.
+and the codec's rendering of the prompt's last CROSSFADE_S comes with it as `lead_in`. As
+offline, the prompt's last semantic frame is remade rather than continued from
+(`continuation.drop_edge`): its audio is prompt time, heard only in the lead-in.
 Sampling settings may change from one block to the next (`sampling`: a preset); the seeded
 generator runs on (on the pipeline's device), so the same seed, blocks and settings give the
 same audio.
@@ -26,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from continuo.server.continuation import Continuation
+from continuo.server.continuation import Continuation, drop_edge
 from continuo.server.presets import Preset
 from continuo.server.seam import CROSSFADE_S, SPLICE_S, codec_join
 from continuo.server.tokenizers.codec import EncodedAudio
@@ -122,14 +124,17 @@ class TokenStream:
         """A prompt [T] at sample_rate → the state before the first block. AudioError when the
         prompt is not usable audio."""
         prompt = self.pipeline.prepare_prompt(audio, sample_rate, context_s)
+        per = self.pipeline.tokenizers.frames_per_semantic
         with torch.inference_mode():
             semantic, codes, scale = self.pipeline.encode_prompt(prompt, self._codes_samples)
+            semantic, codes, edge = drop_edge(semantic, codes, per)  # remade before the seam
             config = self.decoder.config
             warm = min(codes.shape[2], config.context_frames + config.holdback_frames)
             out, decoder = self.decoder.step(self.decoder.start(),
                                              EncodedAudio(codes[:, :, -warm:], scale))
         hop = self.pipeline.tokenizers.codec.hop_length
-        skip = (decoder.received_frames - decoder.emitted_frames) * hop
+        # prompt time still to come out of the decoder: its held-back frames, the remade edge
+        skip = (decoder.received_frames - decoder.emitted_frames + edge * per) * hop
         # On the pipeline's device, so sampling stays there (for one seed a CUDA generator's
         # numbers differ from a CPU one's: the same seed gives other music on a GPU).
         generator = torch.Generator(device=self.pipeline.device).manual_seed(int(seed))
