@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from continuo.server.continuation import stage_folder
 from continuo.server.data.manifest import MANIFEST_NAME
 from continuo.server.errors import ConfigError, DataError
 from continuo.server.model.loading import new_stage
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 class StageOptions:
     """How new stages are sized: decoder size, acoustic layout, training window (None: each
     stage's own, 30/10/3 s), the codec bandwidth the tokens are made at, and a model folder
-    whose `<stage>_lm/` new runs start from (None: random weights)."""
+    whose stages new runs start from (`continuation.stage_folder`; None: random weights)."""
 
     size: str = "small"
     layout: str = "delay"
@@ -102,7 +103,7 @@ def train_stages(
         for name in names:
             stage = new_stage(name, cache.meta["tokenizers"], options.size, options.layout,
                               options.window_s)
-            start = None if options.init_from is None else Path(options.init_from) / f"{name}_lm"
+            start = None if options.init_from is None else stage_folder(options.init_from, name)
             crop = replace(config, crop_seconds=stage.config.window_s, init_from=start)
             if dist_info.is_main:
                 log.info("training the %s stage into %s", name, run_dirs[name])
