@@ -98,19 +98,17 @@ STAGE_STEPS_COARSE ?= 600
 STAGE_STEPS_FINE ?= 1000
 endif
 MODEL_DATA ?= $(MODEL_WORK)/data
+# The codec's tune run: started once from the first run's best, then resumed with other flags.
+CODEC_TUNE = $(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS)
 CONTINUO := $(VENV)/bin/continuo
 
 model: $(STAMP)
 	$(CONTINUO) data piano $(MODEL_DATA) $(DATA_FLAGS)
 	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec --steps $(CODEC_STEPS) $(CODEC_FLAGS)
-	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
-		--init-from $(MODEL_WORK)/codec/best --wave-weight 1 --lr 1e-4 --steps $(CODEC_TUNE_STEPS)
-	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
-		--wave-weight 0.3 --lr 1e-4 --steps $(CODEC_MEL_STEPS)
-	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
-		--wave-weight 0.1 --lr 5e-5 --steps $(CODEC_POLISH_STEPS)
-	$(CONTINUO) train codec $(MODEL_DATA) --out $(MODEL_WORK)/codec-tune $(CODEC_FLAGS) \
-		--wave-weight 0.1 --lr 2.5e-5 --codebooks 8 --steps $(CODEC_FINAL_STEPS)
+	$(CODEC_TUNE) --init-from $(MODEL_WORK)/codec/best --wave-weight 1 --lr 1e-4 --steps $(CODEC_TUNE_STEPS)
+	$(CODEC_TUNE) --wave-weight 0.3 --lr 1e-4 --steps $(CODEC_MEL_STEPS)
+	$(CODEC_TUNE) --wave-weight 0.1 --lr 5e-5 --steps $(CODEC_POLISH_STEPS)
+	$(CODEC_TUNE) --wave-weight 0.1 --lr 2.5e-5 --codebooks 8 --steps $(CODEC_FINAL_STEPS)
 	$(CONTINUO) codec export $(MODEL_WORK)/codec-tune/checkpoint $(MODEL_OUT)/codec
 	$(CONTINUO) train semantic $(MODEL_DATA) --out $(MODEL_OUT)/semantic --clusters $(CLUSTERS)
 	for stage in semantic coarse fine; do \
